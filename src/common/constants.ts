@@ -1,0 +1,32 @@
+/** Defaults, in one place, with their units in the names. */
+export const DEFAULTS = {
+  supernodePort: 8002,
+  supernodeDownloadPort: 8001,
+  supernodeHomeDir: '/home/admin/supernode',
+  /** What the supernode may pull from sources in total, bytes/s. */
+  supernodeMaxBandwidthBytesPerSec: 200 * 1024 * 1024,
+  /** Piece size bounds for --piece-size auto, bytes. */
+  minPieceSizeBytes: 256 * 1024,
+  maxPieceSizeBytes: 4 * 1024 * 1024,
+  /** auto aims at about this many pieces per file. */
+  autoPieceTarget: 64,
+  /** Piece size when the source does not tell its length, bytes. */
+  unknownLengthPieceSizeBytes: 4 * 1024 * 1024,
+
+  dfgetRateLimitBytesPerSec: 20 * 1024 * 1024,
+  dfgetUploadRateBytesPerSec: 100 * 1024 * 1024,
+  dfgetTimeoutMs: 5 * 60_000,
+  dfgetAliveTimeMs: 5 * 60_000,
+  /** Pieces a peer fetches at once. */
+  peerParallelPieces: 4,
+  /** How long dfget waits to reach a supernode before going back to source, ms. */
+  supernodeConnectTimeoutMs: 3_000,
+
+  dfdaemonPort: 65001,
+  dfdaemonHost: '127.0.0.1',
+  dfdaemonRegistry: 'https://index.docker.io',
+  dfdaemonRateLimitBytesPerSec: 20 * 1024 * 1024,
+} as const;
+
+/** Holder id the supernode uses for itself in assignments. */
+export const SUPERNODE_HOLDER_ID = 'supernode';

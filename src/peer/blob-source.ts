@@ -1,0 +1,46 @@
+/**
+ * What dfdaemon needs from the P2P network: a blob by digest, streamed in
+ * order. The P2P implementation lives in src/peer/p2p-blob-source.ts; dfdaemon
+ * falls back to fetching the upstream directly when open() rejects.
+ */
+import type { Readable } from 'node:stream';
+
+export interface BlobRequest {
+  /** Upstream blob URL, e.g. https://registry/v2/library/alpine/blobs/sha256:... */
+  url: string;
+  /** Headers for the upstream fetch (Authorization, User-Agent...). Never logged. */
+  headers: Record<string, string>;
+  /** "sha256:<hex>": the blob's digest; it is also the task identity. */
+  digest: string;
+}
+
+export interface BlobRange {
+  /** First byte, inclusive. */
+  start: number;
+  /** Last byte, inclusive; undefined means to the end. */
+  end?: number;
+}
+
+export interface OpenedBlob {
+  /** Total blob length in bytes. */
+  length: number;
+  /**
+   * The requested bytes, in order, as pieces land. It is destroyed with a
+   * DfError (DF_ERR_DIGEST_MISMATCH, DF_ERR_P2P_FAILED...) if the download
+   * fails after open() resolved.
+   */
+  body: Readable;
+}
+
+export interface BlobSource {
+  /**
+   * Starts (or joins) the P2P download of the blob. Resolves once the length
+   * is known. Rejects with a DfError when the P2P network cannot serve it now
+   * (supernode unreachable, task failed before any byte): the caller then
+   * goes to the upstream directly. Upstream HTTP errors reject with
+   * DF_ERR_SOURCE_STATUS and `status` set to the upstream status.
+   */
+  open(req: BlobRequest, range?: BlobRange): Promise<OpenedBlob>;
+  /** Stops serving and releases resources. Idempotent. */
+  close(): Promise<void>;
+}
