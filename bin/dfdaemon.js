@@ -1,3 +1,3 @@
 #!/usr/bin/env node
 'use strict';
-require('../dist/src/cli/dfdaemon.js');
+require('../dist/src/cli/dfdaemon.js').run();

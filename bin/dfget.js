@@ -1,3 +1,3 @@
 #!/usr/bin/env node
 'use strict';
-require('../dist/src/cli/dfget.js');
+require('../dist/src/cli/dfget.js').run();

@@ -1,3 +1,3 @@
 #!/usr/bin/env node
 'use strict';
-require('../dist/src/cli/supernode.js');
+require('../dist/src/cli/supernode.js').run();

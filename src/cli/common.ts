@@ -1,0 +1,42 @@
+/** What every CLI entry shares: one-line errors with documented exit codes, signal handling. */
+import { DfError, oneLine, toDfError } from '../common/errors';
+
+export const EXIT_CODES_HELP = [
+  'Exit codes:',
+  '  0  success',
+  '  1  internal error',
+  '  2  invalid argument, URL, digest or config',
+  '  3  output path unusable (missing directory, not writable)',
+  '  4  source unreachable, answered an HTTP error, or sent a truncated body',
+  '  5  digest mismatch (the bytes are not what --digest/--md5 promised)',
+  '  6  P2P network unavailable or failed, and --notbs forbids the source',
+  '  7  timeout',
+].join('\n');
+
+/** Prints one line for the error (no stack trace) and exits with its code. */
+export function die(prog: string, err: unknown): never {
+  const e = err instanceof DfError ? err : toDfError(err);
+  process.stderr.write(`${oneLine(prog, e)}\n`);
+  if (process.env.DF_DEBUG && e.stack) process.stderr.write(`${e.stack}\n`);
+  process.exit(e.exitCode);
+}
+
+/** yargs' fail handler: a usage error is exit code 2 with one line. */
+export function usageFailure(prog: string) {
+  return (msg: string | undefined, err: Error | undefined): never => {
+    if (err && err instanceof DfError) die(prog, err);
+    const text = (msg ?? err?.message ?? 'invalid arguments').replace(/\s*\n\s*/g, ' ');
+    process.stderr.write(`${prog}: DF_ERR_INVALID_ARGUMENT: ${text} (see ${prog} --help)\n`);
+    process.exit(2);
+  };
+}
+
+export function onSignals(close: () => Promise<void>): void {
+  let n = 0;
+  const h = () => {
+    if (++n > 1) process.exit(130);
+    close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on('SIGINT', h);
+  process.on('SIGTERM', h);
+}

@@ -1,0 +1,102 @@
+/** supernode: schedules piece transfers and caches sources (the CDN role). */
+import yargs from 'yargs';
+import { DEFAULTS } from '../common/constants';
+import { invalidArgument } from '../common/errors';
+import { createLogger } from '../common/logger';
+import { resolveAdvertiseIp } from '../common/net';
+import { parseDuration, parseSize } from '../common/units';
+import { Supernode } from '../supernode/supernode';
+import { EXIT_CODES_HELP, die, onSignals, usageFailure } from './common';
+
+const PROG = 'supernode';
+
+/**
+ * Run scripts of the Java-era supernode pass -Dkey=value properties. The ones
+ * with a meaning here become flags; any other -D is refused, not ignored.
+ */
+const JAVA_PROPS: Record<string, (v: string) => string[]> = {
+  'supernode.advertiseIp': (v) => ['--advertise-ip', v],
+  'supernode.baseHome': (v) => ['--home-dir', v],
+  'supernode.homeDir': (v) => ['--home-dir', v],
+  'supernode.totalLimit': (v) => ['--max-bandwidth', /^\d+$/.test(v) ? `${v}M` : v],
+  'supernode.downloadPort': (v) => ['--download-port', v],
+  'server.port': (v) => ['--port', v],
+};
+
+export function translateJavaProps(argv: string[]): string[] {
+  const out: string[] = [];
+  for (const arg of argv) {
+    const m = /^-D([A-Za-z0-9_.]+)=(.*)$/.exec(arg);
+    if (!m) { out.push(arg); continue; }
+    const t = JAVA_PROPS[m[1]];
+    if (!t) throw invalidArgument(`unsupported property -D${m[1]}; known: ${Object.keys(JAVA_PROPS).map((k) => `-D${k}`).join(', ')}`);
+    out.push(...t(m[2]));
+  }
+  return out;
+}
+
+function portOf(v: number, name: string): number {
+  if (!Number.isInteger(v) || v < 0 || v > 65535) throw invalidArgument(`invalid ${name} ${v}: expected 0-65535`);
+  return v;
+}
+
+export function parseSupernodeArgs(argv: string[]) {
+  return yargs(translateJavaProps(argv))
+    .scriptName(PROG)
+    .usage('$0 [options]\n\nRegisters download tasks, fetches each source once, cuts it into pieces on disk and schedules piece transfers between peers over gRPC.\nThe Java-era -Dsupernode.advertiseIp=IP (and -Dsupernode.baseHome, -Dsupernode.totalLimit, -Dserver.port) are accepted too.')
+    .option('advertise-ip', { type: 'string', describe: 'Address peers dial to reach this supernode (default: the first non-loopback address)' })
+    .option('port', { type: 'number', default: DEFAULTS.supernodePort, describe: 'gRPC port for peers (register, scheduling)' })
+    .option('download-port', { type: 'number', default: DEFAULTS.supernodeDownloadPort, describe: 'HTTP port serving pieces to peers, plus /metrics and /healthz' })
+    .option('listen', { type: 'string', default: '0.0.0.0', describe: 'Address both ports listen on' })
+    .option('home-dir', { type: 'string', default: DEFAULTS.supernodeHomeDir, describe: 'Cache directory: pieces (repo/) and task metadata (meta/)' })
+    .option('max-bandwidth', { type: 'string', default: '200M', describe: 'Cap on bytes/s pulled from sources, all tasks together (K, M, G = KiB, MiB, GiB; 0 = unlimited)' })
+    .option('piece-size', { type: 'string', default: 'auto', describe: 'Piece size: auto (256 KiB to 4 MiB, about 64 pieces a file) or a size such as 4M' })
+    .option('source-timeout', { type: 'string', default: '30s', describe: 'A source silent for this long fails its task' })
+    .option('verbose', { type: 'boolean', default: false, describe: 'Debug logs' })
+    .epilog(EXIT_CODES_HELP)
+    .strict()
+    .version(false)
+    .help()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail(usageFailure(PROG))
+    .parseSync();
+}
+
+async function main(): Promise<void> {
+  let a: ReturnType<typeof parseSupernodeArgs>;
+  let sn: Supernode;
+  try {
+    a = parseSupernodeArgs(process.argv.slice(2));
+    const pieceSize = a['piece-size'] === 'auto' ? 'auto' as const : parseSize(a['piece-size'], '--piece-size');
+    if (pieceSize !== 'auto' && (pieceSize < 16 * 1024 || pieceSize > 64 * 1024 * 1024)) throw invalidArgument('--piece-size must be between 16K and 64M');
+    const logger = createLogger(PROG, a.verbose ? 'debug' : 'info');
+    sn = new Supernode({
+      homeDir: a['home-dir'],
+      advertiseIp: resolveAdvertiseIp(a['advertise-ip']),
+      port: portOf(a.port, '--port'),
+      downloadPort: portOf(a['download-port'], '--download-port'),
+      listenHost: a.listen,
+      maxBandwidthBytesPerSec: parseSize(a['max-bandwidth'], '--max-bandwidth'),
+      pieceSize,
+      sourceTimeoutMs: parseDuration(a['source-timeout'], '--source-timeout'),
+      logger,
+    });
+  } catch (err) {
+    die(PROG, err);
+  }
+  try {
+    await sn.start();
+  } catch (err) {
+    await sn.close().catch(() => undefined);
+    die(PROG, err);
+  }
+  // Tests and scripts wait for this line to know the ports.
+  process.stdout.write(`${JSON.stringify({ ready: true, port: sn.port, downloadPort: sn.downloadPort })}\n`);
+  onSignals(() => sn.close());
+}
+
+export function run(): void {
+  main().catch((err) => die(PROG, err));
+}
+
+if (require.main === module) run();

@@ -1,0 +1,59 @@
+/** Back to source: fetch the URL directly, under the same rate limit, into a file. */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import { request, type Dispatcher } from 'undici';
+import { DfError } from '../common/errors';
+import { networkError, redactUrl } from '../common/http';
+import type { RateLimiter } from '../common/ratelimit';
+
+export interface BackSourceResult {
+  length: number;
+  sha256: string;
+  md5: string;
+}
+
+export async function fetchFromSource(opts: {
+  url: string;
+  headers: Record<string, string>;
+  filePath: string;
+  dispatcher: Dispatcher;
+  limiter?: RateLimiter;
+  signal?: AbortSignal;
+  onBytes?: (n: number, total: number) => void;
+}): Promise<BackSourceResult> {
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await request(opts.url, { method: 'GET', headers: opts.headers, dispatcher: opts.dispatcher, signal: opts.signal });
+  } catch (err) {
+    throw networkError(err, `source ${redactUrl(opts.url)}`);
+  }
+  if (res.statusCode !== 200) {
+    res.body.resume();
+    throw new DfError('DF_ERR_SOURCE_STATUS', `source ${redactUrl(opts.url)} answered HTTP ${res.statusCode}`, { status: res.statusCode });
+  }
+  const lenHeader = res.headers['content-length'];
+  const expected = typeof lenHeader === 'string' && /^\d+$/.test(lenHeader) ? Number(lenHeader) : -1;
+  const sha = createHash('sha256');
+  const md5 = createHash('md5');
+  const fh = await fs.open(opts.filePath, 'w');
+  let length = 0;
+  try {
+    for await (const chunk of res.body) {
+      const c = chunk as Buffer;
+      if (opts.limiter) await opts.limiter.take(c.length);
+      await fh.write(c, 0, c.length, length);
+      length += c.length;
+      sha.update(c);
+      md5.update(c);
+      opts.onBytes?.(length, expected);
+    }
+  } catch (err) {
+    throw networkError(err, `source ${redactUrl(opts.url)}`);
+  } finally {
+    await fh.close();
+  }
+  if (expected >= 0 && length !== expected) {
+    throw new DfError('DF_ERR_SOURCE_TRUNCATED', `source sent ${length} of ${expected} bytes`);
+  }
+  return { length, sha256: sha.digest('hex'), md5: md5.digest('hex') };
+}

@@ -1,0 +1,201 @@
+/**
+ * What `dfget` does: P2P download through a supernode, back to the source
+ * when that fails (unless --notbs), whole-file checks, and an atomic rename:
+ * FILE appears only when every byte has verified.
+ */
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import * as os from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import { DfError, toDfError } from '../common/errors';
+import { sourceAgent } from '../common/http';
+import type { Logger } from '../common/logger';
+import { RateLimiter } from '../common/ratelimit';
+import { DEFAULTS } from '../common/constants';
+import { P2PDownload } from './downloader';
+import { fetchFromSource } from './backsource';
+import { dataFilePath } from './uploader';
+import { ensureUploader, type UploaderHandle } from './uploader-launcher';
+import { SIDECAR_SUFFIX, type TaskSidecar } from './uploader-files';
+import { SupernodeClient } from '../supernode/client';
+
+export interface DfgetOptions {
+  url: string;
+  output: string;
+  nodes: string[];
+  rateLimitBytesPerSec: number;
+  headers: Record<string, string>;
+  filter: string[];
+  identifier: string;
+  /** Hex sha256 the file must have. */
+  sha256?: string;
+  /** Hex md5 the file must have. */
+  md5?: string;
+  timeoutMs: number;
+  notbs: boolean;
+  aliveTimeMs: number;
+  uploadRateBytesPerSec: number;
+  home: string;
+  logger: Logger;
+  /** Progress: bytes done, total (-1 unknown). */
+  onProgress?: (done: number, total: number) => void;
+}
+
+export interface DfgetResult {
+  via: 'p2p' | 'source';
+  length: number;
+  ms: number;
+  /** Why P2P was not used, when via is 'source'. */
+  fallbackReason?: string;
+}
+
+export function newPeerId(): string {
+  const host = os.hostname().replace(/[^A-Za-z0-9.-]/g, '').slice(0, 40) || 'host';
+  return `${host}-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+/** The output's directory must exist and be writable, and FILE must not be a directory. */
+export async function checkOutput(output: string): Promise<void> {
+  const dir = path.dirname(path.resolve(output));
+  const st = await fsp.stat(dir).catch(() => undefined);
+  if (!st || !st.isDirectory()) throw new DfError('DF_ERR_OUTPUT_PATH', `output directory ${dir} does not exist`);
+  try {
+    await fsp.access(dir, fs.constants.W_OK);
+  } catch {
+    throw new DfError('DF_ERR_OUTPUT_PATH', `output directory ${dir} is not writable`);
+  }
+  const out = await fsp.stat(output).catch(() => undefined);
+  if (out?.isDirectory()) throw new DfError('DF_ERR_OUTPUT_PATH', `output ${output} is a directory`);
+}
+
+function verify(opts: DfgetOptions, sha256: string, md5: string): void {
+  if (opts.sha256 && sha256 !== opts.sha256) {
+    throw new DfError('DF_ERR_DIGEST_MISMATCH', `downloaded file has sha256:${sha256}, expected sha256:${opts.sha256}`);
+  }
+  if (opts.md5 && md5 !== opts.md5) {
+    throw new DfError('DF_ERR_DIGEST_MISMATCH', `downloaded file has md5 ${md5}, expected ${opts.md5}`);
+  }
+}
+
+/** Copies the P2P data file to the temporary output, hashing on the way when a digest must be checked. */
+async function copyVerified(opts: DfgetOptions, src: string, dst: string): Promise<void> {
+  if (!opts.sha256 && !opts.md5) {
+    await fsp.copyFile(src, dst, fs.constants.COPYFILE_FICLONE);
+    return;
+  }
+  const sha = createHash('sha256');
+  const md5 = createHash('md5');
+  await pipeline(fs.createReadStream(src, { highWaterMark: 1024 * 1024 }), async function* (chunks: AsyncIterable<Buffer>) {
+    for await (const c of chunks) { sha.update(c); md5.update(c); yield c; }
+  }, fs.createWriteStream(dst));
+  verify(opts, sha.digest('hex'), md5.digest('hex'));
+}
+
+export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
+  const started = Date.now();
+  await checkOutput(opts.output);
+  const outAbs = path.resolve(opts.output);
+  const peerId = newPeerId();
+  const tmp = path.join(path.dirname(outAbs), `.${path.basename(outAbs)}.${peerId}.dfget.tmp`);
+  const limiter = new RateLimiter(opts.rateLimitBytesPerSec);
+  const log = opts.logger.child({ peerId });
+  const abort = new AbortController();
+  let current: P2PDownload | undefined;
+  const timer = setTimeout(() => {
+    const err = new DfError('DF_ERR_TIMEOUT', `download did not finish within ${Math.round(opts.timeoutMs / 1000)} s`);
+    abort.abort(err);
+    current?.cancel(err);
+  }, opts.timeoutMs);
+  try {
+    let fallbackReason: string | undefined;
+    if (opts.nodes.length > 0) {
+      try {
+        const length = await p2p(opts, peerId, limiter, log, tmp, (d) => { current = d; });
+        await fsp.rename(tmp, outAbs);
+        return { via: 'p2p', length, ms: Date.now() - started };
+      } catch (err) {
+        const e = abort.signal.aborted ? (abort.signal.reason as DfError) : toDfError(err);
+        if (e.code === 'DF_ERR_TIMEOUT' || e.code === 'DF_ERR_DIGEST_MISMATCH' || e.code === 'DF_ERR_OUTPUT_PATH') throw e;
+        if (opts.notbs) {
+          throw e.code.startsWith('DF_ERR_SOURCE') || e.code === 'DF_ERR_SUPERNODE_UNAVAILABLE' ? e
+            : new DfError('DF_ERR_P2P_FAILED', `P2P download failed and --notbs forbids the source: ${e.message}`);
+        }
+        fallbackReason = `${e.code}: ${e.message}`;
+        log.warn({ code: e.code, err: e.message }, 'P2P download failed; fetching from the source');
+      }
+    } else if (opts.notbs) {
+      throw new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', 'no supernode given (--node) and --notbs forbids the source');
+    }
+    const dispatcher = sourceAgent();
+    try {
+      const r = await fetchFromSource({
+        url: opts.url, headers: opts.headers, filePath: tmp, dispatcher, limiter, signal: abort.signal,
+        onBytes: opts.onProgress,
+      });
+      verify(opts, r.sha256, r.md5);
+      await fsp.rename(tmp, outAbs);
+      return { via: 'source', length: r.length, ms: Date.now() - started, fallbackReason };
+    } catch (err) {
+      throw abort.signal.aborted ? (abort.signal.reason as DfError) : err;
+    } finally {
+      await dispatcher.close().catch(() => undefined);
+    }
+  } finally {
+    clearTimeout(timer);
+    await fsp.rm(tmp, { force: true });
+  }
+}
+
+async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log: Logger, tmp: string,
+  setCurrent: (d: P2PDownload) => void): Promise<number> {
+  let uploader: UploaderHandle;
+  try {
+    uploader = await ensureUploader({ home: opts.home, uploadRateBytesPerSec: opts.uploadRateBytesPerSec, aliveTimeMs: opts.aliveTimeMs });
+  } catch (err) {
+    throw new DfError('DF_ERR_P2P_FAILED', `cannot serve pieces: ${toDfError(err).message}`, { cause: err });
+  }
+  const dataDir = path.join(opts.home, 'data');
+  const keepAlive = setInterval(() => void uploader.keepAlive(opts.aliveTimeMs), Math.max(1_000, opts.aliveTimeMs / 2));
+  keepAlive.unref();
+  let sidecar: string | undefined;
+  let registeredNode: string | undefined;
+  let dataPath: string | undefined;
+  let done = 0;
+  const d = new P2PDownload({
+    nodes: opts.nodes, url: opts.url, headers: opts.headers, filter: opts.filter, identifier: opts.identifier,
+    expectedDigest: opts.sha256 ? `sha256:${opts.sha256}` : '',
+    peerId, uploadPort: uploader.port,
+    dataPath: (taskId) => dataFilePath(dataDir, taskId, peerId),
+    limiter, logger: log, connectTimeoutMs: DEFAULTS.supernodeConnectTimeoutMs,
+    onRegistered: async (info) => {
+      registeredNode = info.node;
+      dataPath = info.dataPath;
+      sidecar = info.dataPath + SIDECAR_SUFFIX;
+      const side: TaskSidecar = { taskId: info.taskId, peerId, node: info.node };
+      await fsp.writeFile(sidecar, JSON.stringify(side));
+    },
+  });
+  setCurrent(d);
+  d.on('piece', (_n: number, _off: number, len: number) => { done += len; opts.onProgress?.(done, d.contentLength); });
+  try {
+    const r = await d.run();
+    await copyVerified(opts, r.dataPath, tmp);
+    return r.contentLength;
+  } catch (err) {
+    // Nothing of a failed download stays to be served.
+    if (dataPath) await fsp.rm(dataPath, { force: true });
+    if (sidecar) await fsp.rm(sidecar, { force: true });
+    if (registeredNode && d.taskId) {
+      const c = new SupernodeClient(registeredNode);
+      await c.leave(peerId, d.taskId, 1_000).catch(() => undefined);
+      c.close();
+    }
+    throw err;
+  } finally {
+    clearInterval(keepAlive);
+    await uploader.keepAlive(opts.aliveTimeMs);
+  }
+}

@@ -1,0 +1,291 @@
+/**
+ * One P2P download: register with a supernode, follow its piece assignments,
+ * fetch each piece from its holder by HTTP range, verify its sha256, write it
+ * at its offset, report the result. Resolves when every piece is held.
+ */
+import { EventEmitter } from 'node:events';
+import { createHash } from 'node:crypto';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import { Pool } from 'undici';
+import { SUPERNODE_HOLDER_ID } from '../common/constants';
+import { DfError, toDfError, isErrorCode } from '../common/errors';
+import type { Logger } from '../common/logger';
+import type { RateLimiter } from '../common/ratelimit';
+import type { PieceAssignment, RegisterResponse, SupernodeMessage, TaskUpdate } from '../common/proto';
+import { SupernodeClient, localAddressToward, type PiecesCall } from '../supernode/client';
+
+export interface P2PDownloadOptions {
+  /** Supernodes "host:port", tried in order. */
+  nodes: string[];
+  url: string;
+  headers: Record<string, string>;
+  filter: string[];
+  identifier: string;
+  /** "sha256:<hex>" or "". */
+  expectedDigest: string;
+  peerId: string;
+  /** Port of this host's piece server. */
+  uploadPort: number;
+  /** Where pieces are written; created when the task is known. */
+  dataPath: (taskId: string) => string;
+  limiter?: RateLimiter;
+  logger: Logger;
+  /** How long to wait for a supernode to answer a registration, ms. */
+  connectTimeoutMs: number;
+  /** Longest time without a verified piece before the download is given up, ms. */
+  stallTimeoutMs?: number;
+  /** Called once the supernode accepted the registration (before any piece). */
+  onRegistered?: (info: RegisterResponse & { node: string; dataPath: string }) => void | Promise<void>;
+}
+
+export interface P2PResult {
+  taskId: string;
+  contentLength: number;
+  dataPath: string;
+  node: string;
+  /** Bytes fetched from other peers and from the supernode. */
+  fromPeers: number;
+  fromSupernode: number;
+}
+
+/** Events: 'piece' (number, offset, length) once a piece is verified and written. */
+export class P2PDownload extends EventEmitter {
+  taskId = '';
+  contentLength = -1;
+  pieceSize = 0;
+  pieceCount = -1;
+  readonly held = new Set<number>();
+  private call?: PiecesCall;
+  private client?: SupernodeClient;
+  private fh?: fs.FileHandle;
+  private readonly pools = new Map<string, Pool>();
+  private readonly badHolders = new Set<string>();
+  private finished = false;
+  private streamClosed = false;
+  private stallTimer?: NodeJS.Timeout;
+  private settle!: { resolve: () => void; reject: (e: DfError) => void };
+  private fromPeers = 0;
+  private fromSupernode = 0;
+  private readonly abort = new AbortController();
+
+  constructor(private readonly opts: P2PDownloadOptions) { super(); }
+
+  async run(): Promise<P2PResult> {
+    const { opts } = this;
+    const { client, res, node, ip } = await this.registerAnywhere();
+    this.client = client;
+    this.taskId = res.taskId;
+    const dataPath = opts.dataPath(res.taskId);
+    const log = opts.logger.child({ taskId: res.taskId, peerId: opts.peerId });
+    try {
+      this.fh = await fs.open(dataPath, 'w+');
+      this.applyLength(res.contentLength, res.pieceSize);
+      await opts.onRegistered?.({ ...res, node, dataPath });
+      log.debug({ node, ip, contentLength: res.contentLength, pieceSize: res.pieceSize }, 'registered');
+      await new Promise<void>((resolve, reject) => {
+        this.settle = { resolve, reject };
+        this.openStream(log);
+        this.checkDone();
+      });
+      await this.fh.datasync();
+      return { taskId: res.taskId, contentLength: this.contentLength, dataPath, node, fromPeers: this.fromPeers, fromSupernode: this.fromSupernode };
+    } finally {
+      await this.cleanup();
+    }
+  }
+
+  /** Stops the download; run() rejects with the given error. */
+  cancel(err: DfError = new DfError('DF_ERR_CLOSED', 'download cancelled')): void {
+    this.finish(err);
+  }
+
+  private async registerAnywhere(): Promise<{ client: SupernodeClient; res: RegisterResponse; node: string; ip: string }> {
+    const { opts } = this;
+    let last: DfError = new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', 'no supernode given');
+    for (const node of opts.nodes) {
+      const client = new SupernodeClient(node);
+      try {
+        const ip = await localAddressToward(node, opts.connectTimeoutMs);
+        const res = await client.register({
+          url: opts.url, headers: opts.headers, filter: opts.filter, identifier: opts.identifier,
+          expectedDigest: opts.expectedDigest, peerId: opts.peerId, peerIp: ip, peerPort: opts.uploadPort,
+          hostname: os.hostname(),
+        }, opts.connectTimeoutMs * 4);
+        return { client, res, node, ip };
+      } catch (err) {
+        client.close();
+        last = toDfError(err, 'DF_ERR_SUPERNODE_UNAVAILABLE');
+        opts.logger.debug({ node, code: last.code, err: last.message }, 'registration failed');
+        // A source error is the same on every supernode: no point asking the next one.
+        if (last.code.startsWith('DF_ERR_SOURCE') || last.code === 'DF_ERR_INVALID_URL' || last.code === 'DF_ERR_INVALID_ARGUMENT') throw last;
+      }
+    }
+    throw last;
+  }
+
+  private applyLength(contentLength: number, pieceSize: number): void {
+    if (pieceSize > 0) this.pieceSize = pieceSize;
+    if (contentLength >= 0 && this.contentLength < 0) {
+      this.contentLength = contentLength;
+      this.pieceCount = this.pieceSize > 0 ? Math.ceil(contentLength / this.pieceSize) : 0;
+      this.emit('length', contentLength);
+    }
+  }
+
+  private openStream(log: Logger): void {
+    const call = this.client!.pieces();
+    this.call = call;
+    call.on('data', (msg: SupernodeMessage) => {
+      if (msg.update) this.onUpdate(msg.update);
+      else if (msg.assignment) this.fetchPiece(msg.assignment, log);
+    });
+    call.on('error', (err) => {
+      this.streamClosed = true;
+      if (!this.finished) this.finish(toDfError(err, 'DF_ERR_SUPERNODE_UNAVAILABLE').code === 'DF_ERR_INTERNAL'
+        ? new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', `scheduling stream broke: ${(err as Error).message}`)
+        : toDfError(err, 'DF_ERR_SUPERNODE_UNAVAILABLE'));
+    });
+    call.on('end', () => {
+      this.streamClosed = true;
+      if (!this.finished) this.finish(new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', 'supernode closed the scheduling stream'));
+    });
+    call.write({ hello: { taskId: this.taskId, peerId: this.opts.peerId, have: [] } });
+    this.armStall();
+  }
+
+  private onUpdate(u: TaskUpdate): void {
+    if (u.errorCode) {
+      const code = isErrorCode(u.errorCode) ? u.errorCode : 'DF_ERR_TASK_FAILED';
+      this.finish(new DfError(code, `supernode: ${u.errorMessage || u.errorCode}`));
+      return;
+    }
+    this.applyLength(u.contentLength, 0);
+    this.checkDone();
+  }
+
+  private pool(addr: string): Pool {
+    let p = this.pools.get(addr);
+    if (!p) {
+      p = new Pool(`http://${addr}`, { connections: 8, pipelining: 1, headersTimeout: 15_000, bodyTimeout: 15_000, keepAliveTimeout: 30_000 });
+      this.pools.set(addr, p);
+    }
+    return p;
+  }
+
+  private fetchPiece(a: PieceAssignment, log: Logger): void {
+    const piece = a.piece;
+    if (this.finished || !piece || this.held.has(piece.number)) return;
+    const started = Date.now();
+    this.fetchBytes(a).then(
+      async (buf) => {
+        if (this.finished) return;
+        await this.fh!.write(buf, 0, buf.length, piece.offset);
+        this.held.add(piece.number);
+        if (a.holderId === SUPERNODE_HOLDER_ID) this.fromSupernode += buf.length; else this.fromPeers += buf.length;
+        this.report(piece.number, a.holderId, true, '', started);
+        this.armStall();
+        this.emit('piece', piece.number, piece.offset, buf.length);
+        this.checkDone();
+      },
+      (err) => {
+        if (this.finished) return;
+        const e = toDfError(err, 'DF_ERR_PEER_UNREACHABLE');
+        if (e.code === 'DF_ERR_PIECE_DIGEST_MISMATCH') this.badHolders.add(a.holderId);
+        log.warn({ piece: piece.number, holder: a.holderId, code: e.code, err: e.message }, 'piece fetch failed');
+        this.report(piece.number, a.holderId, false, e.code, started);
+      },
+    ).catch((err) => this.finish(toDfError(err)));
+  }
+
+  private async fetchBytes(a: PieceAssignment): Promise<Buffer> {
+    const { piece } = a;
+    if (!/^[a-f0-9]{64}$/.test(piece.sha256) || piece.length <= 0) {
+      throw new DfError('DF_ERR_INVALID_ARGUMENT', `assignment for piece ${piece.number} has no valid digest or length`);
+    }
+    if (this.badHolders.has(a.holderId)) throw new DfError('DF_ERR_PIECE_DIGEST_MISMATCH', `holder ${a.holderId} sent corrupt bytes before`);
+    const path = a.holderId === SUPERNODE_HOLDER_ID
+      ? `/pieces/${this.taskId}`
+      : `/pieces/${this.taskId}?peer=${encodeURIComponent(a.holderId)}`;
+    let res;
+    try {
+      res = await this.pool(a.holderAddr).request({
+        path, method: 'GET', signal: this.abort.signal,
+        headers: { range: `bytes=${piece.offset}-${piece.offset + piece.length - 1}` },
+      });
+    } catch (err) {
+      throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr}: ${(err as Error).message}`, { cause: err });
+    }
+    if (res.statusCode !== 206) {
+      res.body.resume();
+      throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr} answered HTTP ${res.statusCode}`);
+    }
+    const buf = Buffer.allocUnsafe(piece.length);
+    const hash = createHash('sha256');
+    let filled = 0;
+    try {
+      for await (const chunk of res.body) {
+        const c = chunk as Buffer;
+        if (filled + c.length > buf.length) throw new DfError('DF_ERR_PIECE_DIGEST_MISMATCH', `holder ${a.holderAddr} sent more than ${piece.length} bytes`);
+        if (this.opts.limiter) await this.opts.limiter.take(c.length);
+        c.copy(buf, filled);
+        hash.update(c);
+        filled += c.length;
+      }
+    } catch (err) {
+      if (err instanceof DfError) throw err;
+      throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr}: ${(err as Error).message}`, { cause: err });
+    }
+    if (filled !== piece.length) throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr} sent ${filled} of ${piece.length} bytes`);
+    const got = hash.digest('hex');
+    if (got !== piece.sha256) {
+      this.badHolders.add(a.holderId);
+      throw new DfError('DF_ERR_PIECE_DIGEST_MISMATCH', `piece ${piece.number} from ${a.holderAddr} failed its sha256`);
+    }
+    return buf;
+  }
+
+  private report(piece: number, holderId: string, success: boolean, errorCode: string, started: number): void {
+    if (!this.call || this.call.writableEnded) return;
+    this.call.write({ result: { piece, holderId, success, errorCode, costMs: Date.now() - started } });
+  }
+
+  private checkDone(): void {
+    if (!this.finished && this.pieceCount >= 0 && this.held.size >= this.pieceCount) this.finish();
+  }
+
+  private armStall(): void {
+    const ms = this.opts.stallTimeoutMs ?? 60_000;
+    if (this.stallTimer) this.stallTimer.refresh();
+    else this.stallTimer = setTimeout(() => this.finish(new DfError('DF_ERR_P2P_FAILED', `no piece arrived for ${Math.round(ms / 1000)} s`)), ms);
+  }
+
+  private finish(err?: DfError): void {
+    if (this.finished) return;
+    this.finished = true;
+    if (this.stallTimer) clearTimeout(this.stallTimer);
+    if (err) this.abort.abort();
+    if (this.call && !this.call.writableEnded) this.call.end();
+    if (err) this.settle?.reject(err); else this.settle?.resolve();
+  }
+
+  private async cleanup(): Promise<void> {
+    if (!this.finished) this.finish(new DfError('DF_ERR_CLOSED', 'download ended'));
+    const call = this.call;
+    if (call && !this.abort.signal.aborted && !this.streamClosed) {
+      // Let the supernode read our last results and close its side: cancelling
+      // at once could drop them, and then we would not count as a holder.
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, 2_000);
+        call.once('end', () => { clearTimeout(t); resolve(); });
+        call.once('error', () => { clearTimeout(t); resolve(); });
+        call.resume();
+      });
+    }
+    call?.cancel();
+    for (const p of this.pools.values()) p.destroy().catch(() => undefined);
+    this.pools.clear();
+    this.client?.close();
+    this.fh?.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * The detached uploader: one per host and home directory. It serves the
+ * pieces every dfget run under this home holds, for --alivetime after the last
+ * dfget asked it to stay, then tells the supernodes it left, removes the data
+ * and exits. Started by uploader-launcher.ts; never by a user directly.
+ *
+ * Files under HOME: uploader.lock (pid of the owner, created exclusively),
+ * uploader.json ({pid, port}), data/ (pieces + one .meta.json per task),
+ * logs/uploader.log (its stdout and stderr).
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { createLogger } from '../common/logger';
+import { RateLimiter } from '../common/ratelimit';
+import { sendText } from '../common/file-server';
+import { SupernodeClient } from '../supernode/client';
+import { PieceUploader } from './uploader';
+import { readUploaderInfo, pidAlive, lockPath, infoPath, type TaskSidecar, SIDECAR_SUFFIX } from './uploader-files';
+
+interface Args { home: string; uploadRate: number; aliveTimeMs: number; port: number }
+
+function parseArgs(argv: string[]): Args {
+  const get = (k: string) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : undefined; };
+  return {
+    home: get('--home') ?? '',
+    uploadRate: Number(get('--upload-rate') ?? 0),
+    aliveTimeMs: Number(get('--alivetime-ms') ?? 300_000),
+    port: Number(get('--port') ?? 0),
+  };
+}
+
+async function acquireLock(home: string): Promise<number | undefined> {
+  // Returns undefined when we own the lock, or the port of the uploader that does.
+  for (let attempt = 0; attempt < 100; attempt++) {
+    try {
+      const fh = await fs.open(lockPath(home), 'wx');
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const owner = Number(await fs.readFile(lockPath(home), 'utf8').catch(() => ''));
+    if (owner && pidAlive(owner)) {
+      const info = await readUploaderInfo(home);
+      if (info && info.pid === owner) return info.port;
+      // The owner is still starting: its info file comes in a moment.
+      await new Promise((r) => setTimeout(r, 50));
+      continue;
+    }
+    await fs.rm(lockPath(home), { force: true });
+  }
+  throw new Error('could not take the uploader lock');
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const log = createLogger('uploader', undefined, 1);
+  const send = (m: object) => { if (process.send) process.send(m, () => process.disconnect?.()); };
+  if (!args.home) { send({ error: 'no --home' }); process.exit(2); }
+  await fs.mkdir(args.home, { recursive: true });
+  const existing = await acquireLock(args.home);
+  if (existing !== undefined) { send({ port: existing }); return; }
+
+  const dataDir = path.join(args.home, 'data');
+  let expiresAt = Date.now() + args.aliveTimeMs;
+  let timer: NodeJS.Timeout | undefined;
+  const uploader = new PieceUploader({
+    dataDir,
+    limiter: args.uploadRate > 0 ? new RateLimiter(args.uploadRate) : undefined,
+    logger: log,
+    extraRoute: (req, res, url) => {
+      if (url.pathname !== '/alive' || req.method !== 'POST') return false;
+      const ms = Number(url.searchParams.get('ms'));
+      if (Number.isFinite(ms) && ms >= 0) expiresAt = Math.max(expiresAt, Date.now() + ms);
+      arm();
+      sendText(res, 200, JSON.stringify({ pid: process.pid, expiresAt }), 'application/json');
+      return true;
+    },
+  });
+  const port = await uploader.start(args.port);
+  const tmp = `${infoPath(args.home)}.${process.pid}`;
+  await fs.writeFile(tmp, JSON.stringify({ pid: process.pid, port }));
+  await fs.rename(tmp, infoPath(args.home));
+  log.info({ port, home: args.home, aliveTimeMs: args.aliveTimeMs }, 'uploader started');
+  send({ port });
+
+  let stopping = false;
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ why }, 'uploader stopping');
+    await uploader.close();
+    await leaveAll(dataDir, log);
+    await fs.rm(infoPath(args.home), { force: true });
+    await fs.rm(lockPath(args.home), { force: true });
+    process.exit(0);
+  };
+  function arm(): void {
+    if (timer) clearTimeout(timer);
+    const wait = expiresAt - Date.now();
+    timer = setTimeout(() => {
+      if (Date.now() < expiresAt) return arm();
+      // Do not cut an upload short: look again once it is done.
+      if (uploader.activeUploads > 0) { expiresAt = Date.now() + 1000; return arm(); }
+      void stop('alive time over');
+    }, Math.max(0, wait));
+  }
+  arm();
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+}
+
+/** Tells each task's supernode that this peer no longer serves it, and removes the data. */
+async function leaveAll(dataDir: string, log: ReturnType<typeof createLogger>): Promise<void> {
+  const names = await fs.readdir(dataDir).catch(() => [] as string[]);
+  await Promise.all(names.filter((n) => n.endsWith(SIDECAR_SUFFIX)).map(async (n) => {
+    const side = JSON.parse(await fs.readFile(path.join(dataDir, n), 'utf8').catch(() => '{}')) as Partial<TaskSidecar>;
+    if (side.node && side.peerId && side.taskId) {
+      const c = new SupernodeClient(side.node);
+      await c.leave(side.peerId, side.taskId, 1_000).catch((err) => log.debug({ err: String(err) }, 'leave failed'));
+      c.close();
+    }
+  }));
+  await Promise.all(names.map((n) => fs.rm(path.join(dataDir, n), { force: true })));
+}
+
+main().catch((err) => {
+  process.stderr.write(`uploader: ${String(err?.stack ?? err)}\n`);
+  if (process.send) process.send({ error: String(err?.message ?? err) }, () => process.exit(1)); else process.exit(1);
+});

@@ -1,0 +1,93 @@
+/**
+ * A peer's piece server: other peers fetch the pieces this host holds with
+ * GET /pieces/<taskId>?peer=<peerId> and a Range header. The supernode only
+ * points requesters at pieces this peer reported as verified, so serving a
+ * range of the data file is safe; the requester checks every digest anyway.
+ */
+import * as http from 'node:http';
+import * as path from 'node:path';
+import * as fs from 'node:fs/promises';
+import type { Logger } from '../common/logger';
+import { parseRange } from '../common/range';
+import { sendFileRange, sendText } from '../common/file-server';
+import type { RateLimiter } from '../common/ratelimit';
+
+const PIECE_PATH = /^\/pieces\/([a-f0-9]{64})$/;
+const PEER_ID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
+
+/** Where a peer keeps the bytes of a task it downloads and serves. */
+export function dataFilePath(dataDir: string, taskId: string, peerId: string): string {
+  return path.join(dataDir, `${taskId}.${peerId}`);
+}
+
+export interface UploaderOptions {
+  dataDir: string;
+  limiter?: RateLimiter;
+  logger: Logger;
+  /** Called on every request: the alive timer of a detached uploader restarts on use. */
+  onActivity?: () => void;
+  /** Extra routes (the detached uploader adds POST /alive). Return true when handled. */
+  extraRoute?: (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => boolean;
+}
+
+export class PieceUploader {
+  private server?: http.Server;
+  port = 0;
+  uploadedBytes = 0;
+  private active = 0;
+
+  constructor(private readonly opts: UploaderOptions) {}
+
+  get activeUploads(): number { return this.active; }
+
+  async start(port = 0, host = '0.0.0.0'): Promise<number> {
+    await fs.mkdir(this.opts.dataDir, { recursive: true });
+    const server = http.createServer((req, res) => {
+      this.opts.onActivity?.();
+      this.active++;
+      res.once('close', () => { this.active--; this.opts.onActivity?.(); });
+      this.handle(req, res).catch((err) => {
+        this.opts.logger.debug({ err: String(err) }, 'upload ended early');
+        if (!res.headersSent) sendText(res, 500, 'internal error'); else res.destroy();
+      });
+    });
+    server.keepAliveTimeout = 30_000;
+    this.server = server;
+    this.port = await new Promise<number>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        const a = server.address();
+        resolve(typeof a === 'object' && a ? a.port : 0);
+      });
+    });
+    return this.port;
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (this.opts.extraRoute?.(req, res, url)) return;
+    if (url.pathname === '/healthz') return sendText(res, 200, 'ok');
+    if (req.method !== 'GET') return sendText(res, 405, 'method not allowed');
+    const m = PIECE_PATH.exec(url.pathname);
+    const peerId = url.searchParams.get('peer') ?? '';
+    if (!m || !PEER_ID_RE.test(peerId)) return sendText(res, 404, 'not found');
+    const file = dataFilePath(this.opts.dataDir, m[1], peerId);
+    const st = await fs.stat(file).catch(() => undefined);
+    if (!st) return sendText(res, 404, 'task not held here');
+    const range = parseRange(req.headers.range, st.size);
+    if (range === undefined || range === 'invalid') return sendText(res, 400, 'a single byte range is required');
+    if (range === 'unsatisfiable') return sendText(res, 416, 'range not available');
+    await sendFileRange(res, file, range.start, range.end, st.size, {
+      limiter: this.opts.limiter,
+      onBytes: (n) => { this.uploadedBytes += n; },
+    });
+  }
+
+  async close(): Promise<void> {
+    const s = this.server;
+    if (!s) return;
+    this.server = undefined;
+    s.closeAllConnections();
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+}

@@ -1,0 +1,41 @@
+/**
+ * The supernode's download port: piece bytes by HTTP range for peers
+ * (GET /pieces/<taskId>), plus /metrics and /healthz.
+ */
+import * as http from 'node:http';
+import type { Logger } from '../common/logger';
+import type { Registry, SupernodeMetrics } from '../common/metrics';
+import { parseRange } from '../common/range';
+import { sendFileRange, sendText } from '../common/file-server';
+import type { Task } from './task';
+
+const PIECE_PATH = /^\/pieces\/([a-f0-9]{64})$/;
+
+export function createPieceServer(lookup: (taskId: string) => Task | undefined, register: Registry, metrics: SupernodeMetrics, log: Logger): http.Server {
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((err) => {
+      log.debug({ err: String(err) }, 'piece upload ended early');
+      if (!res.headersSent) sendText(res, 500, 'internal error');
+      else res.destroy();
+    });
+  });
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 405, 'method not allowed');
+    if (url.pathname === '/healthz') return sendText(res, 200, 'ok');
+    if (url.pathname === '/metrics') return sendText(res, 200, await register.metrics(), register.contentType);
+    const m = PIECE_PATH.exec(url.pathname);
+    if (!m) return sendText(res, 404, 'not found');
+    const task = lookup(m[1]);
+    if (!task || task.state === 'failed') return sendText(res, 404, 'task not found');
+    const available = task.availableBytes();
+    const range = parseRange(req.headers.range, task.contentLength >= 0 ? task.contentLength : Number.MAX_SAFE_INTEGER);
+    if (range === undefined || range === 'invalid') return sendText(res, 400, 'a single byte range is required');
+    if (range === 'unsatisfiable' || range.end >= available) return sendText(res, 416, 'range not available');
+    await sendFileRange(res, task.filePath, range.start, range.end, task.contentLength >= 0 ? task.contentLength : '*', {
+      onBytes: (n) => metrics.uploadBytes.inc(n),
+    });
+  }
+  server.keepAliveTimeout = 30_000;
+  return server;
+}

@@ -1,0 +1,111 @@
+/** The supernode: task manager + gRPC scheduling service + piece download port. */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import type * as http from 'node:http';
+import type * as grpc from '@grpc/grpc-js';
+import type { Dispatcher } from 'undici';
+import { DEFAULTS } from '../common/constants';
+import type { Logger } from '../common/logger';
+import { newRegistry, supernodeMetrics, type Registry, type SupernodeMetrics } from '../common/metrics';
+import { RateLimiter } from '../common/ratelimit';
+import { joinHostPort } from '../common/net';
+import { sourceAgent } from '../common/http';
+import { LevelTaskStore, type TaskStore } from './store';
+import { TaskManager } from './task-manager';
+import { startGrpcServer, supernodeHandlers } from './grpc-server';
+import { createPieceServer } from './piece-server';
+import type { SchedulerOptions } from './scheduler';
+
+export interface SupernodeOptions {
+  homeDir: string;
+  /** Address peers are told to dial for pieces held by the supernode. */
+  advertiseIp: string;
+  /** gRPC port; 0 picks a free one. */
+  port?: number;
+  /** Piece download port; 0 picks a free one. */
+  downloadPort?: number;
+  /** Address both servers listen on. */
+  listenHost?: string;
+  /** Cap on bytes/s pulled from sources, all tasks together; 0 = unlimited. */
+  maxBandwidthBytesPerSec?: number;
+  pieceSize?: number | 'auto';
+  /** Longest silence from a source before its fetch fails, ms. */
+  sourceTimeoutMs?: number;
+  logger: Logger;
+  schedulerOptions?: Partial<SchedulerOptions>;
+}
+
+export class Supernode {
+  readonly register: Registry = newRegistry(true);
+  readonly metrics: SupernodeMetrics = supernodeMetrics(this.register);
+  port = 0;
+  downloadPort = 0;
+  private store?: TaskStore;
+  private tasks?: TaskManager;
+  private grpcServer?: grpc.Server;
+  private httpServer?: http.Server;
+  private dispatcher?: Dispatcher;
+  private closing?: Promise<void>;
+
+  constructor(private readonly opts: SupernodeOptions) {}
+
+  async start(): Promise<void> {
+    const { opts } = this;
+    const listenHost = opts.listenHost ?? '0.0.0.0';
+    const dataDir = path.join(opts.homeDir, 'repo');
+    await fs.mkdir(dataDir, { recursive: true });
+    const store = new LevelTaskStore(path.join(opts.homeDir, 'meta'));
+    await store.open();
+    this.store = store;
+    this.dispatcher = sourceAgent({ headersTimeoutMs: opts.sourceTimeoutMs, bodyTimeoutMs: opts.sourceTimeoutMs });
+
+    // The download port is bound first: its address goes into every assignment.
+    this.httpServer = createPieceServer((id) => this.tasks?.get(id), this.register, this.metrics, opts.logger);
+    this.downloadPort = await new Promise<number>((res, rej) => {
+      this.httpServer!.once('error', rej);
+      this.httpServer!.listen(opts.downloadPort ?? DEFAULTS.supernodeDownloadPort, listenHost, () => {
+        const a = this.httpServer!.address();
+        res(typeof a === 'object' && a ? a.port : 0);
+      });
+    });
+
+    const bw = opts.maxBandwidthBytesPerSec ?? DEFAULTS.supernodeMaxBandwidthBytesPerSec;
+    this.tasks = new TaskManager({
+      dataDir,
+      store,
+      logger: opts.logger,
+      metrics: this.metrics,
+      dispatcher: this.dispatcher,
+      sourceLimiter: bw > 0 ? new RateLimiter(bw) : undefined,
+      pieceSize: opts.pieceSize ?? 'auto',
+      supernodeAddr: joinHostPort(opts.advertiseIp, this.downloadPort),
+      schedulerOptions: opts.schedulerOptions,
+    });
+    const { server, port } = await startGrpcServer(
+      supernodeHandlers(this.tasks, opts.logger, this.metrics), listenHost, opts.port ?? DEFAULTS.supernodePort);
+    this.grpcServer = server;
+    this.port = port;
+    opts.logger.info({ port, downloadPort: this.downloadPort, advertiseIp: opts.advertiseIp }, 'supernode started');
+  }
+
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.tasks?.close();
+      if (this.grpcServer) {
+        const s = this.grpcServer;
+        await new Promise<void>((res) => {
+          const t = setTimeout(() => { s.forceShutdown(); res(); }, 2000);
+          s.tryShutdown(() => { clearTimeout(t); res(); });
+        });
+      }
+      if (this.httpServer) {
+        const h = this.httpServer;
+        h.closeAllConnections();
+        await new Promise<void>((res) => h.close(() => res()));
+      }
+      await this.dispatcher?.close().catch(() => undefined);
+      await this.store?.close();
+    })();
+    return this.closing;
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * Tasks by id: registers peers, starts each source fetch once, serves cached
+ * tasks from disk after a restart, and routes stream messages to the task.
+ */
+import * as fs from 'node:fs/promises';
+import * as path from 'node:path';
+import { isIP } from 'node:net';
+import type { Dispatcher } from 'undici';
+import { DfError, invalidArgument } from '../common/errors';
+import { parseDigest } from '../common/digest';
+import { parseHttpUrl, taskIdFor } from '../common/url';
+import { joinHostPort } from '../common/net';
+import { redactUrl } from '../common/http';
+import type { Logger } from '../common/logger';
+import type { SupernodeMetrics } from '../common/metrics';
+import type { RateLimiter } from '../common/ratelimit';
+import type { RegisterRequest, RegisterResponse, Hello } from '../common/proto';
+import { SourceFetch } from './cdn';
+import type { TaskStore } from './store';
+import { Task, type PeerStream } from './task';
+import type { SchedulerOptions } from './scheduler';
+
+export interface TaskManagerOptions {
+  /** Directory holding the pieces of every task, one file per task. */
+  dataDir: string;
+  store: TaskStore;
+  logger: Logger;
+  metrics: SupernodeMetrics;
+  dispatcher: Dispatcher;
+  sourceLimiter?: RateLimiter;
+  pieceSize: number | 'auto';
+  supernodeAddr: string;
+  schedulerOptions?: Partial<SchedulerOptions>;
+}
+
+const PEER_ID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
+const TASK_ID_RE = /^[a-f0-9]{64}$/;
+const MAX_HEADERS = 64;
+const MAX_HEADER_BYTES = 16 * 1024;
+
+export function validateRegister(req: RegisterRequest): void {
+  parseHttpUrl(req.url);
+  if (!PEER_ID_RE.test(req.peerId)) throw invalidArgument('peer_id must be 1-128 characters of [A-Za-z0-9._:@-]');
+  if (!isIP(req.peerIp)) throw invalidArgument(`peer_ip "${String(req.peerIp).slice(0, 64)}" is not an IP address`);
+  if (!Number.isInteger(req.peerPort) || req.peerPort < 1 || req.peerPort > 65535) throw invalidArgument('peer_port must be 1-65535');
+  if (req.expectedDigest) parseDigest(req.expectedDigest);
+  if (req.identifier.length > 512) throw invalidArgument('identifier longer than 512 characters');
+  const names = Object.keys(req.headers);
+  if (names.length > MAX_HEADERS) throw invalidArgument(`more than ${MAX_HEADERS} headers`);
+  let bytes = 0;
+  for (const [k, v] of Object.entries(req.headers)) {
+    bytes += k.length + v.length;
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k) || /[\r\n\0]/.test(v)) throw invalidArgument(`malformed header "${k.slice(0, 40)}"`);
+  }
+  if (bytes > MAX_HEADER_BYTES) throw invalidArgument('headers larger than 16 KiB');
+}
+
+export class TaskManager {
+  private readonly tasks = new Map<string, Task>();
+  /** Tasks being looked up or started, so concurrent registrations share one fetch. */
+  private readonly pending = new Map<string, Promise<Task>>();
+  private closed = false;
+
+  constructor(private readonly opts: TaskManagerOptions) {}
+
+  get(taskId: string): Task | undefined { return this.tasks.get(taskId); }
+
+  get size(): number { return this.tasks.size; }
+
+  async register(req: RegisterRequest): Promise<RegisterResponse> {
+    if (this.closed) throw new DfError('DF_ERR_CLOSED', 'supernode is shutting down');
+    validateRegister(req);
+    const taskId = taskIdFor(req.url, req.filter, req.identifier);
+    const task = await this.obtain(taskId, req);
+    task.peers.set(req.peerId, { peerId: req.peerId, addr: joinHostPort(req.peerIp, req.peerPort), complete: false });
+    task.log.debug({ peerId: req.peerId, host: req.hostname }, 'peer registered');
+    return {
+      taskId,
+      contentLength: task.contentLength,
+      pieceSize: task.pieceSize,
+      pieceCount: task.pieceCount,
+      sourceComplete: task.sourceComplete,
+    };
+  }
+
+  /** The task for this id, ready to answer a registration: length and piece size known. */
+  private async obtain(taskId: string, req: RegisterRequest): Promise<Task> {
+    const existing = this.tasks.get(taskId);
+    if (existing && existing.state !== 'failed') {
+      if (existing.fetch && existing.state === 'fetching') await existing.fetch.info;
+      return existing;
+    }
+    let p = this.pending.get(taskId);
+    if (!p) {
+      p = this.create(taskId, req).finally(() => this.pending.delete(taskId));
+      this.pending.set(taskId, p);
+    }
+    return p;
+  }
+
+  private async create(taskId: string, req: RegisterRequest): Promise<Task> {
+    const { opts } = this;
+    const filePath = path.join(opts.dataDir, taskId);
+    const task = new Task(taskId, filePath, {
+      logger: opts.logger, metrics: opts.metrics, supernodeAddr: opts.supernodeAddr, schedulerOptions: opts.schedulerOptions,
+    });
+    const cached = await this.loadCached(taskId, filePath);
+    if (cached) {
+      task.markReady(cached.contentLength, cached.pieceSize, cached.pieces);
+      this.tasks.set(taskId, task);
+      opts.metrics.tasks.set(this.tasks.size);
+      task.log.info('serving cached task from disk');
+      return task;
+    }
+    const fetch = new SourceFetch({
+      url: req.url,
+      headers: req.headers,
+      filePath,
+      pieceSize: opts.pieceSize,
+      expectedSha256: req.expectedDigest ? parseDigest(req.expectedDigest).hex : undefined,
+      dispatcher: opts.dispatcher,
+      limiter: opts.sourceLimiter,
+      logger: task.log,
+      onBytes: (n) => opts.metrics.sourceBytes.inc(n),
+    });
+    task.fetch = fetch;
+    this.tasks.set(taskId, task);
+    opts.metrics.tasks.set(this.tasks.size);
+    fetch.on('piece', (n: number, sha: string) => task.pieceArrived(n, sha));
+    fetch.on('done', (sha: string) => {
+      opts.metrics.sourceFetches.inc({ result: 'success' });
+      task.markReady(fetch.contentLength, fetch.pieceSize, fetch.pieces);
+      task.fetch = undefined;
+      opts.store.put({
+        taskId, urlPath: redactUrl(req.url), contentLength: fetch.contentLength, pieceSize: fetch.pieceSize,
+        pieces: fetch.pieces, sha256: sha, completedAt: Date.now(),
+      }).catch((err) => task.log.error({ err: String(err) }, 'could not store task metadata'));
+    });
+    fetch.on('error', (err: DfError) => {
+      opts.metrics.sourceFetches.inc({ result: 'failure' });
+      this.drop(task, err);
+    });
+    fetch.start();
+    const info = await fetch.info;
+    task.setLength(info.contentLength, info.pieceSize);
+    return task;
+  }
+
+  /** A failed task leaves nothing behind: no file, no metadata, no swarm. */
+  private drop(task: Task, err: DfError): void {
+    task.fail(err);
+    if (this.tasks.get(task.id) === task) this.tasks.delete(task.id);
+    this.opts.metrics.tasks.set(this.tasks.size);
+    fs.rm(task.filePath, { force: true }).catch(() => undefined);
+    this.opts.store.delete(task.id).catch(() => undefined);
+  }
+
+  private async loadCached(taskId: string, filePath: string) {
+    const meta = await this.opts.store.get(taskId);
+    if (!meta) return undefined;
+    const st = await fs.stat(filePath).catch(() => undefined);
+    if (!st || st.size !== meta.contentLength) {
+      this.opts.logger.warn({ taskId }, 'cached task file missing or wrong size; fetching again');
+      await this.opts.store.delete(taskId);
+      return undefined;
+    }
+    return meta;
+  }
+
+  /** First message of a Pieces stream. */
+  hello(stream: PeerStream, hello: Hello): Task {
+    if (!TASK_ID_RE.test(hello.taskId)) throw invalidArgument('hello.task_id must be 64 hex characters');
+    const task = this.tasks.get(hello.taskId);
+    if (!task || task.state === 'failed') throw new DfError('DF_ERR_TASK_NOT_FOUND', `task ${hello.taskId.slice(0, 12)} is not known; register first`);
+    const entry = task.peers.get(hello.peerId);
+    if (!entry) throw new DfError('DF_ERR_TASK_NOT_FOUND', `peer ${hello.peerId.slice(0, 64)} has not registered for this task`);
+    if (entry.stream) throw invalidArgument('a scheduling stream for this peer and task is already open');
+    entry.stream = stream;
+    task.addPeerStream(entry, hello.have);
+    return task;
+  }
+
+  leave(peerId: string, taskId: string): void {
+    if (taskId) {
+      this.tasks.get(taskId)?.removePeer(peerId);
+      return;
+    }
+    for (const t of this.tasks.values()) t.removePeer(peerId);
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const t of this.tasks.values()) t.close();
+    this.tasks.clear();
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * One task on the supernode: its source fetch (or its cached file), its
+ * scheduler, and the scheduling streams of the peers in its swarm.
+ */
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { SUPERNODE_HOLDER_ID } from '../common/constants';
+import type { DfError } from '../common/errors';
+import type { Logger } from '../common/logger';
+import type { SupernodeMetrics } from '../common/metrics';
+import type { PeerMessage, PieceInfo, SupernodeMessage, TaskUpdate } from '../common/proto';
+import type { SourceFetch } from './cdn';
+import { TaskScheduler, type SchedulerOptions } from './scheduler';
+
+export type PeerStream = ServerDuplexStream<PeerMessage, SupernodeMessage>;
+
+export interface PeerEntry {
+  peerId: string;
+  /** "ip:port" of the peer's piece server. */
+  addr: string;
+  stream?: PeerStream;
+  /** The peer has every piece; it stays a holder after its stream closes. */
+  complete: boolean;
+}
+
+export interface TaskDeps {
+  logger: Logger;
+  metrics: SupernodeMetrics;
+  /** "ip:port" peers dial to fetch from the supernode. */
+  supernodeAddr: string;
+  schedulerOptions?: Partial<SchedulerOptions>;
+}
+
+export class Task {
+  state: 'fetching' | 'ready' | 'failed' = 'fetching';
+  contentLength = -1;
+  pieceSize = 0;
+  /** Hex sha256 per piece known so far (all of them once ready). */
+  pieces: string[] = [];
+  error?: DfError;
+  fetch?: SourceFetch;
+  readonly peers = new Map<string, PeerEntry>();
+  readonly scheduler: TaskScheduler;
+  readonly log: Logger;
+  private kickQueued = false;
+
+  constructor(readonly id: string, readonly filePath: string, private readonly deps: TaskDeps) {
+    this.scheduler = new TaskScheduler(deps.schedulerOptions);
+    this.log = deps.logger.child({ taskId: id });
+  }
+
+  get pieceCount(): number {
+    if (this.contentLength < 0) return -1;
+    return this.pieceSize > 0 ? Math.ceil(this.contentLength / this.pieceSize) : 0;
+  }
+
+  get sourceComplete(): boolean { return this.state === 'ready'; }
+
+  /** Bytes of the file that are on disk and verified, from offset 0. */
+  availableBytes(): number {
+    if (this.state === 'ready') return this.contentLength;
+    return Math.min(this.pieces.length * this.pieceSize, this.contentLength < 0 ? Infinity : this.contentLength);
+  }
+
+  pieceInfo(n: number): PieceInfo {
+    const offset = n * this.pieceSize;
+    const length = this.contentLength >= 0 ? Math.min(this.pieceSize, this.contentLength - offset) : this.pieceSize;
+    return { number: n, offset, length, sha256: this.pieces[n] };
+  }
+
+  /** Marks the task as fully on disk (a cached task, or the fetch finished). */
+  markReady(contentLength: number, pieceSize: number, pieces: string[]): void {
+    const fresh = this.pieces.length;
+    this.contentLength = contentLength;
+    this.pieceSize = pieceSize;
+    this.pieces = pieces;
+    this.state = 'ready';
+    this.scheduler.setPieceCount(pieces.length);
+    for (let n = fresh; n < pieces.length; n++) this.scheduler.supernodeHas(n);
+    this.broadcast(this.update());
+    this.kick();
+  }
+
+  /** A piece arrived from the source. */
+  pieceArrived(n: number, sha256: string): void {
+    this.pieces[n] = sha256;
+    this.scheduler.supernodeHas(n);
+    this.kick();
+  }
+
+  setLength(contentLength: number, pieceSize: number): void {
+    this.contentLength = contentLength;
+    this.pieceSize = pieceSize;
+    if (contentLength >= 0) this.scheduler.setPieceCount(this.pieceCount);
+  }
+
+  fail(err: DfError): void {
+    if (this.state === 'failed') return;
+    this.state = 'failed';
+    this.error = err;
+    this.log.warn({ code: err.code, err: err.message }, 'task failed');
+    const msg = this.update();
+    for (const p of this.peers.values()) {
+      if (p.stream && !p.stream.writableEnded) {
+        p.stream.write({ update: msg });
+        p.stream.end();
+      }
+    }
+  }
+
+  update(): TaskUpdate {
+    return {
+      contentLength: this.contentLength,
+      pieceCount: this.pieceCount,
+      sourceComplete: this.sourceComplete,
+      errorCode: this.error?.code ?? '',
+      errorMessage: this.error?.message ?? '',
+    };
+  }
+
+  broadcast(update: TaskUpdate): void {
+    for (const p of this.peers.values()) {
+      if (p.stream && !p.stream.writableEnded) p.stream.write({ update });
+    }
+  }
+
+  addPeerStream(entry: PeerEntry, have: number[]): void {
+    this.scheduler.addPeer(entry.peerId, have.filter((n) => Number.isInteger(n) && n >= 0 && n < this.pieces.length));
+    this.deps.metrics.peers.inc();
+    entry.stream!.write({ update: this.update() });
+    this.kick();
+  }
+
+  /** The peer's stream closed: a peer that has everything stays a holder; any other leaves. */
+  streamClosed(peerId: string): void {
+    const p = this.peers.get(peerId);
+    if (!p || !p.stream) return;
+    p.stream = undefined;
+    this.deps.metrics.peers.dec();
+    if (!p.complete) this.removePeer(peerId);
+  }
+
+  removePeer(peerId: string): void {
+    const p = this.peers.get(peerId);
+    if (!p) return;
+    if (p.stream) {
+      this.deps.metrics.peers.dec();
+      if (!p.stream.writableEnded) p.stream.end();
+    }
+    this.peers.delete(peerId);
+    this.scheduler.removePeer(peerId);
+    this.kick();
+  }
+
+  onResult(peerId: string, piece: number, holder: string, success: boolean): void {
+    this.scheduler.onResult(peerId, piece, holder, success);
+    this.deps.metrics.pieceResults.inc({ holder: holder === SUPERNODE_HOLDER_ID ? 'supernode' : 'peer', result: success ? 'success' : 'failure' });
+    const p = this.peers.get(peerId);
+    if (p && success && this.scheduler.isComplete(peerId)) p.complete = true;
+    this.kick();
+  }
+
+  /** Runs the scheduler once per event loop turn, however many events came in. */
+  kick(): void {
+    if (this.kickQueued || this.state === 'failed') return;
+    this.kickQueued = true;
+    setImmediate(() => {
+      this.kickQueued = false;
+      if (this.state !== 'failed') this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    for (const a of this.scheduler.schedule()) {
+      const req = this.peers.get(a.requester);
+      const holderAddr = a.holder === SUPERNODE_HOLDER_ID ? this.deps.supernodeAddr : this.peers.get(a.holder)?.addr;
+      if (!req?.stream || req.stream.writableEnded || !holderAddr) {
+        // The requester or the holder vanished between the event and now: undo the assignment.
+        this.scheduler.onResult(a.requester, a.piece, a.holder, false);
+        continue;
+      }
+      this.deps.metrics.piecesScheduled.inc({ holder: a.holder === SUPERNODE_HOLDER_ID ? 'supernode' : 'peer' });
+      req.stream.write({ assignment: { piece: this.pieceInfo(a.piece), holderId: a.holder, holderAddr } });
+    }
+  }
+
+  close(): void {
+    this.fetch?.cancel();
+    for (const p of this.peers.values()) if (p.stream && !p.stream.writableEnded) p.stream.end();
+    this.peers.clear();
+  }
+}
