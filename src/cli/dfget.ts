@@ -72,7 +72,7 @@ async function main(): Promise<void> {
   } catch (err) {
     die(PROG, err);
   }
-  const logger = createLogger(PROG, a.verbose ? 'debug' : 'warn');
+  const logger = createLogger(PROG, a.verbose ? 'debug' : 'silent');
   const showBar = a.showbar || process.stderr.isTTY === true;
   let bar: SingleBar | undefined;
   const onProgress = showBar ? (done: number, total: number) => {

@@ -73,10 +73,10 @@ export function toDfError(err: unknown, fallback: ErrorCode = 'DF_ERR_INTERNAL')
   if (err instanceof DfError) return err;
   const e = err as { code?: unknown; message?: unknown; details?: unknown } | undefined;
   if (e && isErrorCode(e.code)) return new DfError(e.code, String(e.message ?? e.code), { cause: err });
-  // gRPC errors carry our code as the first word of `details` (see grpcError).
+  // gRPC errors carry our code (and an upstream HTTP status) at the start of `details` (see grpcError).
   if (e && typeof e.details === 'string') {
-    const m = /^(DF_ERR_[A-Z_]+): ?(.*)$/s.exec(e.details);
-    if (m && isErrorCode(m[1])) return new DfError(m[1], m[2] || m[1], { cause: err });
+    const m = /^(DF_ERR_[A-Z_]+)(?:\[(\d{3})\])?: ?(.*)$/s.exec(e.details);
+    if (m && isErrorCode(m[1])) return new DfError(m[1], m[3] || m[1], { cause: err, status: m[2] ? Number(m[2]) : undefined });
   }
   return new DfError(fallback, e && typeof e.message === 'string' ? e.message : String(err), { cause: err });
 }
@@ -84,7 +84,8 @@ export function toDfError(err: unknown, fallback: ErrorCode = 'DF_ERR_INTERNAL')
 /** A gRPC ServiceError-shaped object carrying the code in `details`. */
 export function grpcError(err: unknown): { code: GrpcStatus; details: string; message: string } {
   const e = toDfError(err);
-  return { code: e.grpcStatus, details: `${e.code}: ${e.message}`, message: e.message };
+  const status = e.status !== undefined ? `[${e.status}]` : '';
+  return { code: e.grpcStatus, details: `${e.code}${status}: ${e.message}`, message: e.message };
 }
 
 /** One line, for a CLI's stderr: "dfget: DF_ERR_X: message". */

@@ -154,6 +154,7 @@ export class SourceFetch extends EventEmitter {
         throw new DfError('DF_ERR_DIGEST_MISMATCH', `source bytes do not match digest sha256:${opts.expectedSha256} (got sha256:${this.sha256})`);
       }
       await fh.datasync();
+      this.releaseHeld();
     } finally {
       await fh.close();
     }
@@ -162,9 +163,28 @@ export class SourceFetch extends EventEmitter {
     this.emit('done', this.sha256);
   }
 
+  /**
+   * With an expected digest, the newest piece is announced only when the next
+   * one completes, and the last only after the whole file verified: no peer
+   * can finish a file whose bytes do not match its digest.
+   */
+  private held = -1;
+
   private finishPiece(h: Hash): void {
     const n = this.pieces.length;
     this.pieces.push(h.digest('hex'));
+    if (!this.opts.expectedSha256) {
+      this.emit('piece', n, this.pieces[n]);
+      return;
+    }
+    this.releaseHeld();
+    this.held = n;
+  }
+
+  private releaseHeld(): void {
+    if (this.held < 0) return;
+    const n = this.held;
+    this.held = -1;
     this.emit('piece', n, this.pieces[n]);
   }
 }

@@ -1,0 +1,184 @@
+/**
+ * dfdaemon's way into the P2P network: blobs by digest, each one a task whose
+ * identity is the digest, streamed to the client in order as pieces land.
+ * One download per digest per process; later requests for the same blob join
+ * it or read the finished file. Pieces are served to other peers from the
+ * same files by an in-process uploader.
+ */
+import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { DEFAULTS } from '../common/constants';
+import { DfError, toDfError } from '../common/errors';
+import { parseDigest } from '../common/digest';
+import type { Logger } from '../common/logger';
+import { RateLimiter } from '../common/ratelimit';
+import type { BlobRange, BlobRequest, BlobSource, OpenedBlob } from './blob-source';
+import { P2PDownload } from './downloader';
+import { PieceUploader, dataFilePath } from './uploader';
+import { SupernodeClient } from '../supernode/client';
+
+export interface P2PBlobSourceOptions {
+  /** Supernodes "host:port", tried in order. */
+  nodes: string[];
+  /** Directory for blob data (data/) served to other peers. */
+  homeDir: string;
+  /** Download limit for all blobs together, bytes/s. */
+  rateLimitBytesPerSec: number;
+  /** Upload limit of the piece server, bytes/s (0 = unlimited). */
+  uploadRateBytesPerSec?: number;
+  /** Port of the piece server (0 = any free port). */
+  uploadPort?: number;
+  logger: Logger;
+}
+
+/** One blob's download, shared by every reader of that blob. */
+class BlobEntry extends EventEmitter {
+  length = -1;
+  pieceSize = 0;
+  taskId = '';
+  node = '';
+  failed?: DfError;
+  complete = false;
+  /** Bytes from offset 0 that are on disk and verified. */
+  contiguous = 0;
+
+  constructor(readonly digest: string, readonly peerId: string, readonly download: P2PDownload, public dataPath = '') {
+    super();
+    this.setMaxListeners(0);
+  }
+
+  advance(): void {
+    const held = this.download.held;
+    let n = Math.floor(this.contiguous / this.pieceSize);
+    while (held.has(n)) n++;
+    this.contiguous = Math.min(n * this.pieceSize, this.length);
+    this.emit('progress');
+  }
+
+  /** Resolves on the next change: more bytes, completion or failure. */
+  changed(): Promise<void> {
+    return new Promise((r) => this.once('progress', r));
+  }
+}
+
+export class P2PBlobSource implements BlobSource {
+  private readonly entries = new Map<string, BlobEntry>();
+  private readonly limiter: RateLimiter;
+  private readonly uploader: PieceUploader;
+  private readonly dataDir: string;
+  private started?: Promise<number>;
+  private closed = false;
+
+  constructor(private readonly opts: P2PBlobSourceOptions) {
+    this.limiter = new RateLimiter(opts.rateLimitBytesPerSec);
+    this.dataDir = path.join(opts.homeDir, 'data');
+    const up = opts.uploadRateBytesPerSec ?? DEFAULTS.dfgetUploadRateBytesPerSec;
+    this.uploader = new PieceUploader({ dataDir: this.dataDir, limiter: up > 0 ? new RateLimiter(up) : undefined, logger: opts.logger });
+  }
+
+  /** Starts the piece server; open() calls it too. */
+  async start(): Promise<number> {
+    this.started ??= (async () => {
+      // Blob files of an earlier run were never announced to this run's supernode: start clean.
+      await fs.rm(this.dataDir, { recursive: true, force: true });
+      return this.uploader.start(this.opts.uploadPort ?? 0);
+    })();
+    return this.started;
+  }
+
+  get uploadPort(): number { return this.uploader.port; }
+
+  async open(req: BlobRequest, range?: BlobRange): Promise<OpenedBlob> {
+    if (this.closed) throw new DfError('DF_ERR_CLOSED', 'blob source closed');
+    parseDigest(req.digest);
+    await this.start();
+    let entry = this.entries.get(req.digest);
+    if (!entry || entry.failed) entry = this.begin(req);
+    while (entry.length < 0 && !entry.failed) await entry.changed();
+    if (entry.failed) throw entry.failed;
+    const start = range?.start ?? 0;
+    const end = Math.min(range?.end ?? entry.length - 1, entry.length - 1);
+    if (start > end && entry.length > 0) throw new DfError('DF_ERR_RANGE_NOT_SATISFIABLE', `range ${start}-${end} outside blob of ${entry.length} bytes`);
+    return { length: entry.length, body: Readable.from(this.read(entry, start, end)) };
+  }
+
+  private begin(req: BlobRequest): BlobEntry {
+    const log = this.opts.logger.child({ digest: req.digest });
+    const host = os.hostname().replace(/[^A-Za-z0-9.-]/g, '').slice(0, 40) || 'host';
+    const peerId = `${host}-dfdaemon-${process.pid}-${randomBytes(4).toString('hex')}`;
+    const download = new P2PDownload({
+      nodes: this.opts.nodes, url: req.url, headers: req.headers, filter: [], identifier: req.digest,
+      expectedDigest: req.digest, peerId, uploadPort: this.uploader.port,
+      dataPath: (taskId) => dataFilePath(this.dataDir, taskId, peerId),
+      limiter: this.limiter, logger: log, connectTimeoutMs: DEFAULTS.supernodeConnectTimeoutMs,
+      onRegistered: (info) => {
+        entry.taskId = info.taskId;
+        entry.node = info.node;
+        entry.dataPath = info.dataPath;
+        entry.pieceSize = info.pieceSize;
+        if (info.contentLength >= 0) { entry.length = info.contentLength; entry.advance(); }
+      },
+    });
+    const entry = new BlobEntry(req.digest, peerId, download);
+    this.entries.set(req.digest, entry);
+    download.on('length', (len: number) => { entry.length = len; entry.advance(); });
+    download.on('piece', () => entry.advance());
+    download.run().then(
+      () => { entry.complete = true; entry.advance(); log.debug('blob complete'); },
+      (err) => {
+        entry.failed = toDfError(err);
+        log.info({ code: entry.failed.code, err: entry.failed.message }, 'P2P blob download failed');
+        if (this.entries.get(req.digest) === entry) this.entries.delete(req.digest);
+        // Nothing of a failed blob stays to be served or read again.
+        if (entry.dataPath) fs.rm(entry.dataPath, { force: true }).catch(() => undefined);
+        if (entry.taskId && entry.node) {
+          const c = new SupernodeClient(entry.node);
+          c.leave(peerId, entry.taskId, 1_000).catch(() => undefined).finally(() => c.close());
+        }
+        entry.emit('progress');
+      },
+    );
+    return entry;
+  }
+
+  /** The bytes start..end (inclusive), each handed out once it is verified on disk. */
+  private async *read(entry: BlobEntry, start: number, end: number): AsyncGenerator<Buffer> {
+    if (end < start) return;
+    const fh = await fs.open(entry.dataPath, 'r');
+    try {
+      let pos = start;
+      const chunk = 256 * 1024;
+      while (pos <= end) {
+        if (entry.failed) throw entry.failed;
+        // The last bytes wait for the whole download: only a finished task is a verified blob.
+        const limit = end === entry.length - 1 && !entry.complete ? Math.min(entry.contiguous, entry.length - 1) : entry.contiguous;
+        if (limit <= pos) { await entry.changed(); continue; }
+        const n = Math.min(chunk, limit - pos, end + 1 - pos);
+        const buf = Buffer.allocUnsafe(n);
+        const { bytesRead } = await fh.read(buf, 0, n, pos);
+        if (bytesRead !== n) throw new DfError('DF_ERR_INTERNAL', `short read of blob data at ${pos}`);
+        pos += n;
+        yield buf;
+      }
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const e of this.entries.values()) if (!e.complete) e.download.cancel();
+    await Promise.all([...this.entries.values()].filter((e) => e.taskId && e.node).map(async (e) => {
+      const c = new SupernodeClient(e.node);
+      await c.leave(e.peerId, e.taskId, 1_000).catch(() => undefined);
+      c.close();
+    }));
+    this.entries.clear();
+    await this.uploader.close();
+  }
+}

@@ -1,0 +1,112 @@
+/** dfget on its own: rate limit, back to source, --notbs, and bad input. */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { makeRandomFile, sha256File, startOrigin, tempDir } from '../helpers/origin';
+import { runCli, startSupernode, stopUploader } from '../helpers/procs';
+
+const MiB = 1024 * 1024;
+
+/** The one line a failing dfget prints, after checking there is only one and no stack trace. */
+function oneErrorLine(stderr: string): string {
+  const lines = stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `expected one line, got:\n${stderr}`);
+  assert.doesNotMatch(stderr, /\n\s+at /, 'stack trace printed');
+  return lines[0];
+}
+
+async function leftovers(dir: string, name: string): Promise<string[]> {
+  return (await fsp.readdir(dir)).filter((f) => f.includes(name));
+}
+
+test('--ratelimit 8M on a 32 MiB download takes at least 3.6 s, through P2P and from the source', async (t) => {
+  const dir = await tempDir();
+  const file = await makeRandomFile(dir, 'f.bin', 32 * MiB);
+  const origin = await startOrigin(dir);
+  t.after(() => origin.close());
+  const sn = await startSupernode(path.join(dir, 'sn'));
+  t.after(() => sn.stop());
+  const home = path.join(dir, 'home');
+  t.after(() => stopUploader(home));
+
+  const p2p = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'a'), '--node', sn.addr, '--home', home, '--ratelimit', '8M', '--notbs']);
+  assert.equal(p2p.code, 0, p2p.stderr);
+  assert.ok(p2p.ms >= 3600, `P2P download took ${p2p.ms} ms`);
+  assert.equal(await sha256File(path.join(dir, 'a')), file.sha256);
+
+  const direct = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'b'), '--node', '127.0.0.1:1', '--home', home, '--ratelimit', '8M']);
+  assert.equal(direct.code, 0, direct.stderr);
+  assert.ok(direct.ms >= 3600, `source download took ${direct.ms} ms`);
+});
+
+test('supernode stopped: dfget completes from the source; with --notbs it fails with one line', async (t) => {
+  const dir = await tempDir();
+  const file = await makeRandomFile(dir, 'f.bin', 4 * MiB);
+  const origin = await startOrigin(dir);
+  t.after(() => origin.close());
+  const sn = await startSupernode(path.join(dir, 'sn'));
+  const addr = sn.addr;
+  await sn.stop();
+  const home = path.join(dir, 'home');
+  t.after(() => stopUploader(home));
+
+  const ok = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'out'), '--node', addr, '--home', home]);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.equal(await sha256File(path.join(dir, 'out')), file.sha256);
+
+  const no = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'out2'), '--node', addr, '--home', home, '--notbs']);
+  assert.equal(no.code, 6);
+  assert.match(oneErrorLine(no.stderr), /^dfget: DF_ERR_SUPERNODE_UNAVAILABLE: /);
+  assert.deepEqual(await leftovers(dir, 'out2'), []);
+});
+
+test('a source that fails or stalls mid-way leaves no file behind', async (t) => {
+  const dir = await tempDir();
+  await makeRandomFile(dir, 'f.bin', 4 * MiB);
+  const origin = await startOrigin(dir);
+  t.after(() => origin.close());
+  const home = path.join(dir, 'home');
+  t.after(() => stopUploader(home));
+
+  origin.faults.status = 503;
+  const r5 = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'o5'), '--node', '127.0.0.1:1', '--home', home]);
+  assert.equal(r5.code, 4);
+  assert.match(oneErrorLine(r5.stderr), /DF_ERR_SOURCE_STATUS: .*503/);
+  assert.deepEqual(await leftovers(dir, 'o5'), []);
+
+  origin.faults.status = undefined;
+  origin.faults.stallAfterBytes = MiB;
+  const rs = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'os'), '--node', '127.0.0.1:1', '--home', home, '--timeout', '3s']);
+  assert.equal(rs.code, 7);
+  assert.match(oneErrorLine(rs.stderr), /DF_ERR_TIMEOUT/);
+  assert.deepEqual(await leftovers(dir, 'os'), []);
+});
+
+test('bad input: one line, a documented exit code, no stack trace, no file', async (t) => {
+  const dir = await tempDir();
+  await makeRandomFile(dir, 'f.bin', 1024);
+  const origin = await startOrigin(dir);
+  t.after(() => origin.close());
+  const home = path.join(dir, 'home');
+  t.after(() => stopUploader(home));
+  const base = ['--node', '127.0.0.1:1', '--home', home];
+  const cases: Array<{ name: string; args: string[]; code: number; re: RegExp; out: string }> = [
+    { name: 'invalid --ratelimit', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r1'), '--ratelimit', 'fast'], code: 2, re: /DF_ERR_INVALID_ARGUMENT: invalid --ratelimit/, out: 'r1' },
+    { name: 'zero --ratelimit', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r0'), '--ratelimit', '0'], code: 2, re: /DF_ERR_INVALID_ARGUMENT/, out: 'r0' },
+    { name: 'not http(s)', args: ['--url', 'ftp://127.0.0.1/f.bin', '-o', path.join(dir, 'r2')], code: 2, re: /DF_ERR_INVALID_URL: unsupported URL scheme "ftp"/, out: 'r2' },
+    { name: 'unreachable URL', args: ['--url', 'http://127.0.0.1:1/f.bin', '-o', path.join(dir, 'r3')], code: 4, re: /DF_ERR_SOURCE_UNREACHABLE/, out: 'r3' },
+    { name: 'missing directory', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'nope', 'r4')], code: 3, re: /DF_ERR_OUTPUT_PATH: output directory .* does not exist/, out: 'r4' },
+    { name: 'bad digest', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r5'), '--digest', 'sha256:xyz'], code: 2, re: /DF_ERR_INVALID_DIGEST/, out: 'r5' },
+    { name: 'wrong digest', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r6'), '--digest', `sha256:${'0'.repeat(64)}`], code: 5, re: /DF_ERR_DIGEST_MISMATCH/, out: 'r6' },
+    { name: 'unknown flag', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r7'), '--bogus'], code: 2, re: /DF_ERR_INVALID_ARGUMENT: Unknown argument/, out: 'r7' },
+    { name: 'malformed header', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r8'), '--header', 'no colon'], code: 2, re: /invalid --header/, out: 'r8' },
+  ];
+  for (const c of cases) {
+    const r = await runCli('dfget', [...c.args, ...base]);
+    assert.equal(r.code, c.code, `${c.name}: exit ${r.code}, stderr ${r.stderr}`);
+    assert.match(oneErrorLine(r.stderr), c.re, c.name);
+    assert.deepEqual(await leftovers(dir, c.out), [], `${c.name} left a file`);
+    await fsp.access(path.join(dir, 'nope')).then(() => assert.fail('created the missing directory'), () => undefined);
+  }
+});

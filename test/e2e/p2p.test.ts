@@ -1,0 +1,120 @@
+/**
+ * The P2P core with real processes and sockets: an origin that counts bytes,
+ * a supernode, and dfget peers.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import { metricValue } from '../../src/common/metrics';
+import { SupernodeClient } from '../../src/supernode/client';
+import { makeRandomFile, sha256File, startOrigin, tempDir } from '../helpers/origin';
+import { runCli, startSupernode, stopUploader } from '../helpers/procs';
+
+const MiB = 1024 * 1024;
+
+test('6 peers share one 64 MiB file: every copy verifies, the origin sends it about once, pieces move peer to peer', async (t) => {
+  const dir = await tempDir();
+  const file = await makeRandomFile(dir, 'big.bin', 64 * MiB);
+  const origin = await startOrigin(dir);
+  t.after(() => origin.close());
+  const sn = await startSupernode(path.join(dir, 'sn'));
+  t.after(() => sn.stop());
+
+  const homes = Array.from({ length: 6 }, (_, i) => path.join(dir, `peer${i}`));
+  t.after(() => Promise.all(homes.map((h) => stopUploader(h))));
+  const results = await Promise.all(homes.map((home, i) => runCli('dfget', [
+    '--url', origin.url('big.bin'), '-o', path.join(dir, `out${i}`), '--node', sn.addr,
+    '--home', home, '--ratelimit', '500M', '--alivetime', '1m', '--notbs',
+  ])));
+  for (const r of results) assert.equal(r.code, 0, r.stderr);
+  for (let i = 0; i < 6; i++) assert.equal(await sha256File(path.join(dir, `out${i}`)), file.sha256);
+
+  assert.ok(origin.bytesSent() <= 1.05 * 64 * MiB, `origin sent ${origin.bytesSent()} bytes`);
+  const m = await sn.metrics();
+  const fromPeers = metricValue(m, 'dragonfly_supernode_pieces_scheduled_total', { holder: 'peer' });
+  const fromSupernode = metricValue(m, 'dragonfly_supernode_pieces_scheduled_total', { holder: 'supernode' });
+  assert.ok(fromPeers > 0, `no piece moved peer to peer (supernode served ${fromSupernode})`);
+  assert.equal(metricValue(m, 'dragonfly_supernode_source_bytes_total'), 64 * MiB);
+});
+
+test('a peer that serves corrupt bytes is avoided and the file is still correct', async (t) => {
+  const dir = await tempDir();
+  const file = await makeRandomFile(dir, 'f.bin', 16 * MiB);
+  const origin = await startOrigin(dir);
+  t.after(() => origin.close());
+  const sn = await startSupernode(path.join(dir, 'sn'));
+  t.after(() => sn.stop());
+
+  // Warm the supernode's cache with a first download, then let that peer leave.
+  const warm = path.join(dir, 'warm');
+  const w = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'warm.out'), '--node', sn.addr, '--home', warm, '--ratelimit', '500M', '--notbs']);
+  assert.equal(w.code, 0, w.stderr);
+  await stopUploader(warm);
+
+  // A peer that claims every piece and answers with random bytes.
+  const evilRequests: string[] = [];
+  const evil = http.createServer((req, res) => {
+    evilRequests.push(String(req.headers.range));
+    const m = /bytes=(\d+)-(\d+)/.exec(String(req.headers.range));
+    const len = m ? Number(m[2]) - Number(m[1]) + 1 : 0;
+    res.writeHead(206, { 'Content-Length': String(len) });
+    res.end(randomBytes(len));
+  });
+  await new Promise<void>((r) => evil.listen(0, '127.0.0.1', () => r()));
+  t.after(() => new Promise<void>((r) => { evil.closeAllConnections(); evil.close(() => r()); }));
+  const client = new SupernodeClient(sn.addr);
+  t.after(() => client.close());
+  const reg = await client.register({
+    url: origin.url('f.bin'), headers: {}, filter: [], identifier: '', expectedDigest: '', peerId: 'evil-peer',
+    peerIp: '127.0.0.1', peerPort: (evil.address() as AddressInfo).port, hostname: 'evil',
+  }, 5_000);
+  assert.ok(reg.pieceCount > 8);
+  const call = client.pieces();
+  t.after(() => call.cancel());
+  call.on('error', () => undefined);
+  const firstUpdate = new Promise((r) => call.once('data', r));
+  call.write({ hello: { taskId: reg.taskId, peerId: 'evil-peer', have: Array.from({ length: reg.pieceCount }, (_, i) => i) } });
+  await firstUpdate;
+
+  const home = path.join(dir, 'victim');
+  t.after(() => stopUploader(home));
+  const r = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'out'), '--node', sn.addr, '--home', home, '--ratelimit', '500M', '--notbs']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(await sha256File(path.join(dir, 'out')), file.sha256);
+  // Peers are preferred to the supernode, so the evil peer was asked; after its
+  // first corrupt piece it is avoided: at most one round of in-flight pieces.
+  assert.ok(evilRequests.length >= 1, 'the corrupt peer was never asked');
+  assert.ok(evilRequests.length <= 4, `the corrupt peer was asked ${evilRequests.length} times`);
+  const m = await sn.metrics();
+  assert.ok(metricValue(m, 'dragonfly_supernode_piece_results_total', { holder: 'peer', result: 'failure' }) >= 1);
+  assert.equal(origin.bytesFor('f.bin'), 16 * MiB);
+});
+
+test('a supernode restarted between two downloads serves the second from its disk cache', async (t) => {
+  const dir = await tempDir();
+  const file = await makeRandomFile(dir, 'f.bin', 8 * MiB);
+  const origin = await startOrigin(dir);
+  t.after(() => origin.close());
+  const snHome = path.join(dir, 'sn');
+
+  const sn1 = await startSupernode(snHome);
+  const h1 = path.join(dir, 'p1');
+  t.after(() => stopUploader(h1));
+  const r1 = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'o1'), '--node', sn1.addr, '--home', h1, '--ratelimit', '500M', '--notbs']);
+  assert.equal(r1.code, 0, r1.stderr);
+  await sn1.stop();
+  await stopUploader(h1);
+
+  const sn2 = await startSupernode(snHome);
+  t.after(() => sn2.stop());
+  const h2 = path.join(dir, 'p2');
+  t.after(() => stopUploader(h2));
+  const r2 = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'o2'), '--node', sn2.addr, '--home', h2, '--ratelimit', '500M', '--notbs']);
+  assert.equal(r2.code, 0, r2.stderr);
+  assert.equal(await sha256File(path.join(dir, 'o2')), file.sha256);
+  assert.equal(origin.bytesSent(), 8 * MiB, 'the origin sent the file more than once');
+  assert.equal(metricValue(await sn2.metrics(), 'dragonfly_supernode_source_bytes_total'), 0);
+});
