@@ -1,0 +1,121 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseDuration, parseRate, parseSize } from '../../src/common/units';
+import { DfError, grpcError, toDfError } from '../../src/common/errors';
+import { parseDigest, parseMd5 } from '../../src/common/digest';
+import { parseRange } from '../../src/common/range';
+import { filterUrl, parseFilter, parseHeaders, parseHttpUrl, taskIdFor } from '../../src/common/url';
+import { firstNonLoopbackAddress, parseNodeList, resolveAdvertiseIp } from '../../src/common/net';
+import { RateLimiter, type Clock } from '../../src/common/ratelimit';
+import { metricValue } from '../../src/common/metrics';
+import { autoPieceSize } from '../../src/supernode/cdn';
+import { translateJavaProps } from '../../src/cli/supernode';
+
+const code = (fn: () => unknown) => { try { fn(); } catch (e) { return (e as DfError).code; } return 'none'; };
+
+test('sizes and rates use binary multiples and refuse garbage', () => {
+  assert.equal(parseSize('20M'), 20 * 1024 * 1024);
+  assert.equal(parseSize('1.5G'), 1.5 * 1024 ** 3);
+  assert.equal(parseSize('512k'), 512 * 1024);
+  assert.equal(parseSize('20MB'), 20 * 1024 * 1024);
+  assert.equal(parseSize('20MiB'), 20 * 1024 * 1024);
+  assert.equal(parseSize('100'), 100);
+  for (const bad of ['fast', '', '-1M', '1X', 'M', '1..2M']) assert.equal(code(() => parseSize(bad)), 'DF_ERR_INVALID_ARGUMENT', bad);
+  assert.equal(code(() => parseRate('0')), 'DF_ERR_INVALID_ARGUMENT');
+});
+
+test('durations', () => {
+  assert.equal(parseDuration('5m'), 300_000);
+  assert.equal(parseDuration('1h30m'), 5_400_000);
+  assert.equal(parseDuration('250ms'), 250);
+  assert.equal(parseDuration('30'), 30_000);
+  for (const bad of ['5x', 'm5', '5m junk', '']) assert.equal(code(() => parseDuration(bad)), 'DF_ERR_INVALID_ARGUMENT', bad);
+});
+
+test('error codes survive a trip through gRPC, with the upstream status', () => {
+  const g = grpcError(new DfError('DF_ERR_SOURCE_STATUS', 'source answered HTTP 401', { status: 401 }));
+  const back = toDfError(Object.assign(new Error('x'), { code: g.code, details: g.details }));
+  assert.equal(back.code, 'DF_ERR_SOURCE_STATUS');
+  assert.equal(back.status, 401);
+  assert.equal(back.message, 'source answered HTTP 401');
+  assert.equal(toDfError(new Error('boom')).code, 'DF_ERR_INTERNAL');
+  assert.equal(new DfError('DF_ERR_OUTPUT_PATH', 'x').exitCode, 3);
+});
+
+test('digests', () => {
+  assert.equal(parseDigest(`sha256:${'a'.repeat(64)}`).hex, 'a'.repeat(64));
+  for (const bad of ['sha256:xyz', `sha256:${'A'.repeat(64)}`, `md5:${'a'.repeat(64)}`, 'a'.repeat(64)]) {
+    assert.equal(code(() => parseDigest(bad)), 'DF_ERR_INVALID_DIGEST', bad);
+  }
+  assert.equal(parseMd5('D41D8CD98F00B204E9800998ECF8427E').hex, 'd41d8cd98f00b204e9800998ecf8427e');
+  assert.equal(code(() => parseMd5('abc')), 'DF_ERR_INVALID_DIGEST');
+});
+
+test('byte ranges', () => {
+  assert.deepEqual(parseRange('bytes=0-9', 100), { start: 0, end: 9 });
+  assert.deepEqual(parseRange('bytes=90-', 100), { start: 90, end: 99 });
+  assert.deepEqual(parseRange('bytes=-10', 100), { start: 90, end: 99 });
+  assert.deepEqual(parseRange('bytes=50-500', 100), { start: 50, end: 99 });
+  assert.equal(parseRange(undefined, 100), undefined);
+  assert.equal(parseRange('bytes=100-', 100), 'unsatisfiable');
+  for (const bad of ['bytes=5-1', 'bytes=0-1,3-4', 'items=0-1', 'bytes=-', 'bytes=a-b']) assert.equal(parseRange(bad, 100), 'invalid', bad);
+});
+
+test('URLs, filters, headers and task ids', () => {
+  assert.equal(code(() => parseHttpUrl('ftp://x/y')), 'DF_ERR_INVALID_URL');
+  assert.equal(code(() => parseHttpUrl('not a url')), 'DF_ERR_INVALID_URL');
+  assert.equal(parseHttpUrl('https://h/p').host, 'h');
+  assert.deepEqual(parseFilter('k1&k2'), ['k1', 'k2']);
+  assert.equal(filterUrl('http://h/f?sig=1&k=2&x=3', ['sig', 'k']), 'http://h/f?x=3');
+  // Signed URLs of one file share a task; an identifier replaces the URL.
+  assert.equal(taskIdFor('http://h/f?sig=1', ['sig'], ''), taskIdFor('http://h/f?sig=2', ['sig'], ''));
+  assert.notEqual(taskIdFor('http://h/f?sig=1', [], ''), taskIdFor('http://h/f?sig=2', [], ''));
+  assert.equal(taskIdFor('http://a/x', [], 'sha256:1'), taskIdFor('http://b/y', [], 'sha256:1'));
+  assert.deepEqual(parseHeaders(['A: 1', 'B:2 ']), { A: '1', B: '2' });
+  assert.equal(code(() => parseHeaders(['nocolon'])), 'DF_ERR_INVALID_ARGUMENT');
+  assert.equal(code(() => parseHeaders(['Bad Name: v'])), 'DF_ERR_INVALID_ARGUMENT');
+});
+
+test('node lists and the advertised address', () => {
+  assert.deepEqual(parseNodeList('a:1,b', 8002), ['a:1', 'b:8002']);
+  assert.deepEqual(parseNodeList(['a:1', 'c:3'], 8002), ['a:1', 'c:3']);
+  assert.equal(code(() => parseNodeList('a:99999', 8002)), 'DF_ERR_INVALID_ARGUMENT');
+  assert.equal(code(() => parseNodeList('a b', 8002)), 'DF_ERR_INVALID_ARGUMENT');
+  const lo = { lo: [{ address: '127.0.0.1', family: 'IPv4', internal: true, netmask: '', mac: '', cidr: null }] } as never;
+  assert.equal(firstNonLoopbackAddress(lo), undefined);
+  assert.equal(code(() => resolveAdvertiseIp(undefined, lo)), 'DF_ERR_NO_ADVERTISE_IP');
+  assert.equal(resolveAdvertiseIp('10.0.0.5', lo), '10.0.0.5');
+  assert.equal(code(() => resolveAdvertiseIp('not-ip', lo)), 'DF_ERR_INVALID_ARGUMENT');
+  const eth = { eth0: [{ address: '172.60.20.44', family: 'IPv4', internal: false, netmask: '', mac: '', cidr: null }] } as never;
+  assert.equal(resolveAdvertiseIp(undefined, eth), '172.60.20.44');
+});
+
+test('Java-era -D properties become flags; unknown ones are refused', () => {
+  assert.deepEqual(translateJavaProps(['-Dsupernode.advertiseIp=172.60.20.44', '--port', '1']), ['--advertise-ip', '172.60.20.44', '--port', '1']);
+  assert.deepEqual(translateJavaProps(['-Dsupernode.totalLimit=200']), ['--max-bandwidth', '200M']);
+  assert.equal(code(() => translateJavaProps(['-Dsupernode.bogus=1'])), 'DF_ERR_INVALID_ARGUMENT');
+});
+
+test('rate limiter paces by a clock and keeps the burst small', () => {
+  let now = 0;
+  const clock: Clock = { now: () => now };
+  const l = new RateLimiter(1000, { clock, burstBytes: 100 });
+  assert.equal(l.reserve(100), 0);
+  assert.equal(l.reserve(1000), 1000);
+  now += 1000;
+  assert.equal(l.reserve(0), 0);
+  assert.ok(new RateLimiter(0).unlimited);
+});
+
+test('auto piece size: about 64 pieces, 256 KiB to 4 MiB', () => {
+  assert.equal(autoPieceSize(1024), 256 * 1024);
+  assert.equal(autoPieceSize(64 * 1024 * 1024), 1024 * 1024);
+  assert.equal(autoPieceSize(1024 ** 3), 4 * 1024 * 1024);
+  assert.equal(autoPieceSize(-1), 4 * 1024 * 1024);
+});
+
+test('metricValue sums matching series', () => {
+  const text = 'a_total{holder="peer"} 3\na_total{holder="supernode"} 4\nab_total 9\n';
+  assert.equal(metricValue(text, 'a_total', { holder: 'peer' }), 3);
+  assert.equal(metricValue(text, 'a_total'), 7);
+});
