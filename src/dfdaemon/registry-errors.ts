@@ -1,0 +1,72 @@
+/**
+ * Errors as a registry client expects them: an HTTP status and a JSON body
+ * `{"errors":[{"code","message","detail"}]}` (OCI distribution spec, "Error
+ * codes"). dfdaemon answers every request it refuses or cannot serve in this
+ * shape, so docker, containerd and skopeo print a meaningful message.
+ */
+import type { ServerResponse } from 'node:http';
+
+export type RegistryErrorCode =
+  | 'BLOB_UNKNOWN'
+  | 'DIGEST_INVALID'
+  | 'MANIFEST_UNKNOWN'
+  | 'NAME_INVALID'
+  | 'NAME_UNKNOWN'
+  | 'RANGE_INVALID'
+  | 'TAG_INVALID'
+  | 'UNAUTHORIZED'
+  | 'DENIED'
+  | 'UNSUPPORTED'
+  | 'TOOMANYREQUESTS'
+  | 'UNKNOWN';
+
+/** An answer to a client request that is not a success. Not a DfError: it is an HTTP reply, not a failure of ours. */
+export class RegistryError extends Error {
+  readonly status: number;
+  readonly code: RegistryErrorCode;
+  readonly detail: unknown;
+
+  constructor(status: number, code: RegistryErrorCode, message: string, detail?: unknown) {
+    super(message);
+    this.name = 'RegistryError';
+    this.status = status;
+    this.code = code;
+    this.detail = detail;
+  }
+}
+
+/** The registry error code that best names an upstream HTTP status. */
+export function codeForStatus(status: number, kind: 'blob' | 'manifest' | 'other' = 'other'): RegistryErrorCode {
+  switch (status) {
+    case 401: return 'UNAUTHORIZED';
+    case 403: return 'DENIED';
+    case 404: return kind === 'blob' ? 'BLOB_UNKNOWN' : kind === 'manifest' ? 'MANIFEST_UNKNOWN' : 'NAME_UNKNOWN';
+    case 416: return 'RANGE_INVALID';
+    case 429: return 'TOOMANYREQUESTS';
+    default: return 'UNKNOWN';
+  }
+}
+
+/** Headers every locally made registry answer carries. */
+export const API_VERSION_HEADER = { 'docker-distribution-api-version': 'registry/2.0' } as const;
+
+/**
+ * Writes the error if nothing was sent yet; otherwise the response is already
+ * streaming a body and the only honest signal left is to cut the connection.
+ */
+export function sendRegistryError(res: ServerResponse, err: RegistryError, extraHeaders: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.destroy(err);
+    return;
+  }
+  const entry: Record<string, unknown> = { code: err.code, message: err.message };
+  if (err.detail !== undefined) entry.detail = err.detail;
+  const body = JSON.stringify({ errors: [entry] });
+  res.writeHead(err.status, {
+    ...API_VERSION_HEADER,
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    ...extraHeaders,
+  });
+  res.end(res.req?.method === 'HEAD' ? undefined : body);
+}
