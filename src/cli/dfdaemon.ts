@@ -135,15 +135,21 @@ async function main(argv: string[]): Promise<void> {
   process.once('SIGINT', () => stop('SIGINT'));
   process.once('SIGTERM', () => stop('SIGTERM'));
   try {
-    await server.start();
+    const { port, host } = await server.start();
+    // Scripts and tests wait for this line to learn the port (useful with --port 0).
+    process.stdout.write(`${JSON.stringify({ ready: true, port, host })}\n`);
   } catch (e) {
     await blobSource?.close().catch(() => undefined);
     throw e;
   }
 }
 
-main(process.argv.slice(2)).catch((e: unknown) => {
-  const err = toDfError(e);
-  process.stderr.write(`${oneLine(PROG, err)}\n`);
-  process.exit(err.exitCode);
-});
+export function run(): void {
+  main(process.argv.slice(2)).catch((e: unknown) => {
+    const err = toDfError(e);
+    process.stderr.write(`${oneLine(PROG, err)}\n`);
+    process.exit(err.exitCode);
+  });
+}
+
+if (require.main === module) run();

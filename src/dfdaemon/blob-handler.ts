@@ -99,6 +99,26 @@ export class BlobHandler {
   /** Serves the blob through P2P; false when the caller should go to the upstream directly instead. */
   private async tryP2P(job: BlobJob, source: BlobSource): Promise<boolean> {
     const { ctx, digest, range } = job;
+    // The swarm hands a blob to whoever names its digest. Ask the upstream
+    // first whether this client may read it, so P2P never bypasses the
+    // registry's access control; the answer also warms a token for the fetch.
+    let allowed: number;
+    try {
+      const head = await this.d.upstream.send({
+        method: 'HEAD', url: job.url, headers: { 'user-agent': DFDAEMON_USER_AGENT },
+        clientAuthorization: job.clientAuthorization, scope: job.scope, followRedirects: false, signal: ctx.signal,
+      });
+      head.body.resume();
+      allowed = head.status;
+    } catch {
+      return false;
+    }
+    if (allowed === 401 || allowed === 403 || allowed >= 500) return false;
+    if (allowed === 404) {
+      ctx.via = 'direct';
+      sendRegistryError(ctx.res, new RegistryError(404, 'BLOB_UNKNOWN', 'blob unknown to registry', { digest: digest.digest }));
+      return true;
+    }
     const headers: Record<string, string> = { 'user-agent': DFDAEMON_USER_AGENT };
     const auth = this.d.upstream.authorizationFor(job.clientAuthorization, job.scope);
     if (auth) headers.authorization = auth;

@@ -37,8 +37,6 @@ export interface P2PBlobSourceOptions {
 
 /** One blob's download, shared by every reader of that blob. */
 class BlobEntry extends EventEmitter {
-  length = -1;
-  pieceSize = 0;
   taskId = '';
   node = '';
   failed?: DfError;
@@ -51,11 +49,16 @@ class BlobEntry extends EventEmitter {
     this.setMaxListeners(0);
   }
 
+  /** Total length, -1 until the supernode knows it. */
+  get length(): number { return this.download.contentLength; }
+
   advance(): void {
-    const held = this.download.held;
-    let n = Math.floor(this.contiguous / this.pieceSize);
-    while (held.has(n)) n++;
-    this.contiguous = Math.min(n * this.pieceSize, this.length);
+    const { held, pieceSize } = this.download;
+    if (this.length >= 0 && pieceSize > 0) {
+      let n = Math.floor(this.contiguous / pieceSize);
+      while (held.has(n)) n++;
+      this.contiguous = Math.min(n * pieceSize, this.length);
+    }
     this.emit('progress');
   }
 
@@ -98,7 +101,7 @@ export class P2PBlobSource implements BlobSource {
     await this.start();
     let entry = this.entries.get(req.digest);
     if (!entry || entry.failed) entry = this.begin(req);
-    while (entry.length < 0 && !entry.failed) await entry.changed();
+    while ((entry.length < 0 || !entry.dataPath) && !entry.failed) await entry.changed();
     if (entry.failed) throw entry.failed;
     const start = range?.start ?? 0;
     const end = Math.min(range?.end ?? entry.length - 1, entry.length - 1);
@@ -119,13 +122,12 @@ export class P2PBlobSource implements BlobSource {
         entry.taskId = info.taskId;
         entry.node = info.node;
         entry.dataPath = info.dataPath;
-        entry.pieceSize = info.pieceSize;
-        if (info.contentLength >= 0) { entry.length = info.contentLength; entry.advance(); }
+        entry.advance();
       },
     });
     const entry = new BlobEntry(req.digest, peerId, download);
     this.entries.set(req.digest, entry);
-    download.on('length', (len: number) => { entry.length = len; entry.advance(); });
+    download.on('length', () => entry.advance());
     download.on('piece', () => entry.advance());
     download.run().then(
       () => { entry.complete = true; entry.advance(); log.debug('blob complete'); },

@@ -337,7 +337,8 @@ test('blob GET goes through the BlobSource with the upstream URL, headers and di
   assert.equal(call.req.headers.authorization, 'Bearer client-token');
   assert.match(call.req.headers['user-agent'], /^dfdaemon\//);
   assert.equal(call.range, undefined);
-  assert.equal(reg.saw('/blobs/').length, 0, 'the upstream is not asked directly');
+  assert.equal(reg.saw('/blobs/', 'GET').length, 0, 'the upstream is not asked for the bytes');
+  assert.equal(reg.saw(`/blobs/${GOOD_DIGEST}`, 'HEAD').length, 1, 'the client\'s right to the blob is checked upstream first');
   const m = await d.metrics();
   assert.equal(metricValue(m, 'dragonfly_dfdaemon_requests_total', { route: 'blob', via: 'p2p', status: '200' }), 1);
   assert.equal(metricValue(m, 'dragonfly_dfdaemon_blob_bytes_total', { via: 'p2p' }), GOOD.length);
@@ -471,7 +472,8 @@ test('upstream 404 reaches the client as BLOB_UNKNOWN, both paths', async (t) =>
   const p2p = await fetchRaw(`${d.url}/v2/library/alpine/blobs/${UNKNOWN_DIGEST}`);
   assert.equal(p2p.status, 404);
   assert.equal(errorCode(p2p), 'BLOB_UNKNOWN');
-  assert.equal(d.source.calls.length, 1);
+  // The authorization HEAD already learned the blob is unknown: no swarm is started for it.
+  assert.equal(d.source.calls.length, 0);
   d.source.mode = 'unreachable';
   const direct = await fetchRaw(`${d.url}/v2/library/alpine/blobs/${UNKNOWN_DIGEST}`);
   assert.equal(direct.status, 404);

@@ -34,36 +34,54 @@ export interface SupernodeProc {
   stop: () => Promise<void>;
 }
 
-/** Starts `supernode` on free ports and waits for its ready line. */
-export async function startSupernode(homeDir: string, extra: string[] = []): Promise<SupernodeProc> {
-  const proc = spawn(process.execPath, [CLI('supernode'), '--advertise-ip', '127.0.0.1', '--listen', '127.0.0.1',
-    '--port', '0', '--download-port', '0', '--home-dir', homeDir, ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** Spawns a CLI that prints a JSON line with "ready": true once it listens, and waits for that line. */
+async function startReady<T>(name: string, args: string[]): Promise<{ ready: T; proc: ChildProcess; stderr: () => string; stop: () => Promise<void> }> {
+  const proc = spawn(process.execPath, [CLI(name), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   proc.stderr!.on('data', (d) => { err += d; });
-  const ready = await new Promise<{ port: number; downloadPort: number }>((resolve, reject) => {
+  const ready = await new Promise<T>((resolve, reject) => {
     const rl = readline.createInterface({ input: proc.stdout! });
     rl.on('line', (line) => {
       try {
-        const v = JSON.parse(line) as { ready?: boolean; port: number; downloadPort: number };
+        const v = JSON.parse(line) as T & { ready?: boolean };
         if (v.ready) resolve(v);
-      } catch { /* not the ready line */ }
+      } catch { /* a log line */ }
     });
-    proc.once('exit', (code) => reject(new Error(`supernode exited with ${code}: ${err}`)));
+    proc.once('exit', (code) => reject(new Error(`${name} exited with ${code}: ${err}`)));
   });
-  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  const exited = new Promise<void>((r) => { if (proc.exitCode !== null) r(); else proc.once('exit', () => r()); });
   return {
-    ...ready,
-    addr: `127.0.0.1:${ready.port}`,
-    proc,
-    stderr: () => err,
-    metrics: async () => {
-      const res = await request(`http://127.0.0.1:${ready.downloadPort}/metrics`);
-      return res.body.text();
-    },
+    ready, proc, stderr: () => err,
     stop: async () => {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
       await exited;
     },
+  };
+}
+
+export interface DfdaemonProc { port: number; url: string; host: string; stderr: () => string; stop: () => Promise<void> }
+
+/** Starts `dfdaemon` on a free port of 127.0.0.1. */
+export async function startDfdaemon(args: string[]): Promise<DfdaemonProc> {
+  const p = await startReady<{ port: number }>('dfdaemon', ['--port', '0', '--host-ip', '127.0.0.1', ...args]);
+  return { port: p.ready.port, host: `127.0.0.1:${p.ready.port}`, url: `http://127.0.0.1:${p.ready.port}`, stderr: p.stderr, stop: p.stop };
+}
+
+/** Starts `supernode` on free ports and waits for its ready line. */
+export async function startSupernode(homeDir: string, extra: string[] = []): Promise<SupernodeProc> {
+  const p = await startReady<{ port: number; downloadPort: number }>('supernode', ['--advertise-ip', '127.0.0.1', '--listen', '127.0.0.1',
+    '--port', '0', '--download-port', '0', '--home-dir', homeDir, ...extra]);
+  const { port, downloadPort } = p.ready;
+  return {
+    port, downloadPort,
+    addr: `127.0.0.1:${port}`,
+    proc: p.proc,
+    stderr: p.stderr,
+    metrics: async () => {
+      const res = await request(`http://127.0.0.1:${downloadPort}/metrics`);
+      return res.body.text();
+    },
+    stop: p.stop,
   };
 }
 
