@@ -654,12 +654,24 @@ export class TaskScheduler {
   }
 
   /**
-   * Walks the pieces from the rarest (count 1) up, giving requester r pieces
-   * until its slots are full or nothing more can be served. The order array is
-   * not modified during a schedule() call (only successes change counts), so
-   * a single pass suffices.
+   * Gives requester r pieces until its slots are full or nothing more can be
+   * served. Peers first: r takes the rarest pieces a free peer can serve;
+   * only when no peer can serve it anything more does it take the rarest
+   * pieces from the supernode. Rarest-first counting the supernode would
+   * steer every requester to the newest pieces, which only the supernode
+   * holds, and the swarm would not share at all.
    */
   private fill(r: number, out: Assignment[]): void {
+    if (this.fillPass(r, out, true)) return;
+    if (this.infCount[r] < this.maxInFlight && this.snUploads < this.maxUpSn && this.snPieces > 0) this.fillPass(r, out, false);
+  }
+
+  /**
+   * Walks the pieces from the rarest (count 1) up. The order array is not
+   * modified during a schedule() call (only successes change counts), so a
+   * single pass suffices. True when r (or the whole call) is done.
+   */
+  private fillPass(r: number, out: Assignment[], peersOnly: boolean): boolean {
     const lo = this.lo;
     const cnt = this.cnt;
     const order = this.order;
@@ -673,13 +685,14 @@ export class TaskScheduler {
       const e = lo[c + 1];
       const mid = bs + (rot % (e - bs));
       // The group [bs, e) is scanned as [mid, e) then [bs, mid).
-      if (this.scan(r, mid, e, out) || this.scan(r, bs, mid, out)) return;
+      if (this.scan(r, mid, e, out, peersOnly) || this.scan(r, bs, mid, out, peersOnly)) return true;
       s = this.nextLive(e);
     }
+    return false;
   }
 
   /** Offers requester r the pieces at positions [from, to); true when r (or the whole call) is done. */
-  private scan(r: number, from: number, to: number, out: Assignment[]): boolean {
+  private scan(r: number, from: number, to: number, out: Assignment[], peersOnly: boolean): boolean {
     const order = this.order;
     const taken = this.takenBits;
     const base = r * this.pw;
@@ -687,7 +700,9 @@ export class TaskScheduler {
     for (let i = this.nextLive(from); i < to; i = this.nextLive(i + 1)) {
       const p = order[i];
       if ((taken[base + (p >>> 5)] & (1 << (p & 31))) !== 0) continue;
-      const h = this.pickHolder(p, i, fail);
+      // Held by the supernode alone: nothing for the peers-only pass.
+      if (peersOnly && this.cnt[p] === ((this.snBits[p >>> 5] >>> (p & 31)) & 1)) continue;
+      const h = this.pickHolder(p, i, fail, peersOnly);
       if (h === NONE) continue;
       this.assign(r, p, h);
       out.push({ requester: (this.entries[r] as PeerEntry).id, piece: p, holder: this.holderName(h) });
@@ -720,7 +735,7 @@ export class TaskScheduler {
    * has a free slot, else NONE. Marks p (at position `at`) dead for this call when no holder at
    * all (failed-for-this-requester ones included) has a free slot.
    */
-  private pickHolder(p: number, at: number, fail: Uint32Array | null): number {
+  private pickHolder(p: number, at: number, fail: Uint32Array | null, peersOnly: boolean): number {
     const words = (this.peerHigh + 31) >>> 5;
     const sw = (words + 31) >>> 5;
     const qw = this.qw;
@@ -766,8 +781,10 @@ export class TaskScheduler {
       if (++si === sw) si = 0;
     }
     if (bestW >= 0) return (bestW << 5) + (31 - Math.clz32(bestX & -bestX));
-    if ((this.snBits[p >>> 5] & (1 << (p & 31))) !== 0 && this.snUploads < this.maxUpSn) return SN;
-    if (!anyFree) {
+    const snCan = (this.snBits[p >>> 5] & (1 << (p & 31))) !== 0 && this.snUploads < this.maxUpSn;
+    if (snCan && !peersOnly) return SN;
+    // Dead for the rest of this call only if neither a peer nor the supernode can serve it.
+    if (!anyFree && !snCan) {
       this.skipEpoch[at] = this.epoch;
       this.skipNext[at] = at + 1;
     }

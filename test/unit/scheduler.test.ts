@@ -36,8 +36,10 @@ test('rarest piece first', () => {
   s.addPeer('c', [0]);
   assert.deepEqual([0, 1, 2, 3].map((p) => s.holdersOf(p)), [4, 3, 2, 1]);
   s.addPeer('r');
-  const mine = of(s.schedule(), 'r').map((a) => a.piece);
-  assert.deepEqual(mine, [3, 2, 1], 'fewest holders first, within the in-flight limit');
+  const mine = of(s.schedule(), 'r');
+  // Peers first: piece 3 is the supernode's alone, so it waits while peers can serve.
+  assert.deepEqual(mine.map((a) => a.piece), [2, 1, 0], 'fewest holders first, within the in-flight limit');
+  assert.ok(mine.every((a) => a.holder !== SUPERNODE_HOLDER_ID));
 });
 
 test('rarest first among pieces that have a usable holder; ties are spread across requesters', () => {
@@ -368,7 +370,10 @@ class Model {
     assert.ok(!f.has(a.piece), `${r} already fetching ${a.piece}`);
     const cands = this.candidates(r);
     assert.ok(cands.includes(a.piece), `${a.piece} not servable to ${r}`);
-    const min = Math.min(...cands.map((p) => this.holders(p)));
+    // Peers first: while a peer can serve r some piece, r gets the rarest of those.
+    const byPeer = cands.filter((p) => this.usablePeers(r, p).length > 0);
+    const pool = byPeer.length > 0 ? byPeer : cands;
+    const min = Math.min(...pool.map((p) => this.holders(p)));
     assert.equal(this.holders(a.piece), min, `rarest first: ${a.piece} has ${this.holders(a.piece)} holders, min ${min}`);
     const peers = this.usablePeers(r, a.piece);
     if (a.holder === SN) {
