@@ -68,6 +68,12 @@ export interface SchedulerOptions {
   maxUploadsSupernode: number;
   /** Failures reported by this many distinct requesters drop a peer holder for everyone. */
   holderFailureLimit: number;
+  /**
+   * Requesters that fetch one piece from the supernode at the same time. The
+   * others wait for a peer to have it: the supernode's uplink seeds each piece
+   * into the swarm about once instead of sending it to everyone.
+   */
+  supernodeCopiesPerPiece: number;
 }
 
 export const DEFAULT_SCHEDULER_OPTIONS: Readonly<SchedulerOptions> = Object.freeze({
@@ -75,6 +81,7 @@ export const DEFAULT_SCHEDULER_OPTIONS: Readonly<SchedulerOptions> = Object.free
   maxUploadsPerHolder: 4,
   maxUploadsSupernode: 16,
   holderFailureLimit: 3,
+  supernodeCopiesPerPiece: 2,
 });
 
 /** One decision: `requester` fetches `piece` from `holder` (a peer id or SUPERNODE_HOLDER_ID). */
@@ -170,6 +177,9 @@ export class TaskScheduler {
   private readonly maxInFlight: number;
   private readonly maxUp: number;
   private readonly maxUpSn: number;
+  private readonly snCopies: number;
+  /** Supernode uploads in flight per piece. */
+  private snPer = new Int32Array(0);
   private readonly failLimit: number;
 
   // ---- pieces ------------------------------------------------------------
@@ -274,6 +284,7 @@ export class TaskScheduler {
     this.maxInFlight = o.maxInFlightPerPeer;
     this.maxUp = o.maxUploadsPerHolder;
     this.maxUpSn = o.maxUploadsSupernode;
+    this.snCopies = o.supernodeCopiesPerPiece;
     this.failLimit = o.holderFailureLimit;
     this.growPieces(64);
     this.growPeers(64);
@@ -375,7 +386,7 @@ export class TaskScheduler {
     for (let i = 0, n = this.infCount[r]; i < n; i++) {
       const p = this.infPiece[r * F + i];
       const h = this.infHolder[r * F + i];
-      if (h === SN) this.freeSnSlot();
+      if (h === SN) this.freeSnSlot(p);
       else this.removeUpload(h, r, p);
       this.inFlightTotal--;
     }
@@ -441,7 +452,7 @@ export class TaskScheduler {
     const r = e.idx;
     if (!this.removeInFlight(r, piece, h)) return;
     this.inFlightTotal--;
-    if (h === SN) this.freeSnSlot();
+    if (h === SN) this.freeSnSlot(piece);
     else this.removeUpload(h, r, piece);
     this.markDirty(r);
     if (success) {
@@ -649,8 +660,11 @@ export class TaskScheduler {
     }
   }
 
-  private freeSnSlot(): void {
-    if (this.snUploads-- === this.maxUpSn) this.snSupply = true;
+  private freeSnSlot(p: number): void {
+    const wasFull = this.snUploads-- === this.maxUpSn;
+    const pieceWasFull = this.snPer[p]-- === this.snCopies;
+    // A freed slot, or a freed copy of this piece, is new supply for blocked requesters.
+    if (wasFull || pieceWasFull) this.snSupply = true;
   }
 
   /**
@@ -781,7 +795,7 @@ export class TaskScheduler {
       if (++si === sw) si = 0;
     }
     if (bestW >= 0) return (bestW << 5) + (31 - Math.clz32(bestX & -bestX));
-    const snCan = (this.snBits[p >>> 5] & (1 << (p & 31))) !== 0 && this.snUploads < this.maxUpSn;
+    const snCan = (this.snBits[p >>> 5] & (1 << (p & 31))) !== 0 && this.snUploads < this.maxUpSn && this.snPer[p] < this.snCopies;
     if (snCan && !peersOnly) return SN;
     // Dead for the rest of this call only if neither a peer nor the supernode can serve it.
     if (!anyFree && !snCan) {
@@ -800,6 +814,7 @@ export class TaskScheduler {
     this.assignedTotal++;
     if (h === SN) {
       this.snUploads++;
+      this.snPer[p]++;
       this.assignedSn++;
       return;
     }
@@ -1003,6 +1018,7 @@ export class TaskScheduler {
     const oldCap = this.pieceCap;
     const pw = cap >>> 5;
     this.cnt = grownInt32(this.cnt, cap);
+    this.snPer = grownInt32(this.snPer, cap);
     this.order = grownInt32(this.order, cap);
     this.pos = grownInt32(this.pos, cap);
     // One extra slot: position `known` is the never-stamped sentinel.

@@ -117,11 +117,27 @@ test('per-holder upload limits (peer and supernode)', () => {
   assert.equal(load.get('a'), 1);
   assert.equal(load.get(b[0].requester), 2);
 
-  const t = new TaskScheduler({ maxInFlightPerPeer: 1, maxUploadsSupernode: 3 });
+  const t = new TaskScheduler({ maxInFlightPerPeer: 1, maxUploadsSupernode: 3, supernodeCopiesPerPiece: 10 });
   supernodeHolds(t, 1);
   for (let i = 0; i < 10; i++) t.addPeer(`r${i}`);
   assert.equal(t.schedule().length, 3);
   assert.equal(t.stats().supernodeUploads, 3);
+});
+
+test('the supernode seeds a piece to a few requesters; the rest get it from them', () => {
+  const s = new TaskScheduler({ maxInFlightPerPeer: 1, maxUploadsSupernode: 16, supernodeCopiesPerPiece: 2 });
+  s.setPieceCount(1);
+  s.supernodeHas(0);
+  for (let i = 0; i < 6; i++) s.addPeer(`r${i}`);
+  const first = s.schedule();
+  assert.equal(first.length, 2, 'two copies from the supernode at once');
+  assert.ok(first.every((a) => a.holder === SN));
+  s.onResult(first[0].requester, 0, SN, true);
+  const next = s.schedule();
+  // The finished requester now serves; the freed supernode copy goes to one more.
+  const fromPeer = next.filter((a) => a.holder === first[0].requester);
+  assert.ok(fromPeer.length >= 1, 'a requester that has the piece serves it');
+  assert.ok(next.filter((a) => a.holder === SN).length <= 1);
 });
 
 test('a failed holder is avoided by that requester but still used for others', () => {
@@ -142,7 +158,7 @@ test('a failed holder is avoided by that requester but still used for others', (
 });
 
 test('holderFailureLimit distinct requesters drop a holder for everyone', () => {
-  const s = new TaskScheduler({ maxInFlightPerPeer: 1, holderFailureLimit: 2, maxUploadsPerHolder: 10 });
+  const s = new TaskScheduler({ maxInFlightPerPeer: 1, holderFailureLimit: 2, maxUploadsPerHolder: 10, supernodeCopiesPerPiece: 3 });
   supernodeHolds(s, 1);
   s.addPeer('bad', [0]);
   s.addPeer('r1');
@@ -349,7 +365,9 @@ class Model {
     return res;
   }
   snUsable(p: number): boolean {
-    return this.sn.has(p) && (this.uploads.get(SN) ?? 0) < this.o.maxUploadsSupernode;
+    let copies = 0;
+    for (const f of this.inflight.values()) if (f.get(p) === SN) copies++;
+    return this.sn.has(p) && (this.uploads.get(SN) ?? 0) < this.o.maxUploadsSupernode && copies < this.o.supernodeCopiesPerPiece;
   }
   candidates(r: string): number[] {
     const h = this.have.get(r) as Set<number>;
@@ -418,6 +436,7 @@ test('randomized: every decision follows the policy and schedule() leaves nothin
       maxInFlightPerPeer: 1 + rand(4),
       maxUploadsPerHolder: 1 + rand(4),
       maxUploadsSupernode: 1 + rand(6),
+      supernodeCopiesPerPiece: 1 + rand(3),
       holderFailureLimit: 1 + rand(3),
     };
     const pieces = 5 + rand(40);
