@@ -80,10 +80,19 @@ function verify(opts: DfgetOptions, sha256: string, md5: string): void {
   }
 }
 
-/** Copies the P2P data file to the temporary output, hashing on the way when a digest must be checked. */
+/**
+ * Makes the temporary output from the P2P data file. Without a digest to check
+ * it is a hard link (no second write of the whole file; the uploader keeps
+ * serving the same bytes), or a copy across file systems. With one, the copy
+ * hashes the bytes on the way.
+ */
 async function copyVerified(opts: DfgetOptions, src: string, dst: string): Promise<void> {
   if (!opts.sha256 && !opts.md5) {
-    await fsp.copyFile(src, dst, fs.constants.COPYFILE_FICLONE);
+    try {
+      await fsp.link(src, dst);
+    } catch {
+      await fsp.copyFile(src, dst, fs.constants.COPYFILE_FICLONE);
+    }
     return;
   }
   const sha = createHash('sha256');
@@ -157,6 +166,7 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
   } catch (err) {
     throw new DfError('DF_ERR_P2P_FAILED', `cannot serve pieces: ${toDfError(err).message}`, { cause: err });
   }
+  log.debug({ port: uploader.port }, 'uploader ready');
   const dataDir = path.join(opts.home, 'data');
   const keepAlive = setInterval(() => void uploader.keepAlive(opts.aliveTimeMs), Math.max(1_000, opts.aliveTimeMs / 2));
   keepAlive.unref();
@@ -182,6 +192,7 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
   d.on('piece', (_n: number, _off: number, len: number) => { done += len; opts.onProgress?.(done, d.contentLength); });
   try {
     const r = await d.run();
+    log.debug({ fromPeers: r.fromPeers, fromSupernode: r.fromSupernode }, 'all pieces verified');
     await copyVerified(opts, r.dataPath, tmp);
     return r.contentLength;
   } catch (err) {

@@ -3,7 +3,7 @@
  * fetch each piece from its holder by HTTP range, verify its sha256, write it
  * at its offset, report the result. Resolves when every piece is held.
  */
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
@@ -14,6 +14,9 @@ import type { Logger } from '../common/logger';
 import type { RateLimiter } from '../common/ratelimit';
 import type { PieceAssignment, RegisterResponse, SupernodeMessage, TaskUpdate } from '../common/proto';
 import { SupernodeClient, localAddressToward, type PiecesCall } from '../supernode/client';
+
+/** Bytes of a piece gathered before they are written out together. */
+const WRITE_BATCH_BYTES = 256 * 1024;
 
 export interface P2PDownloadOptions {
   /** Supernodes "host:port", tried in order. */
@@ -69,7 +72,11 @@ export class P2PDownload extends EventEmitter {
   private fromSupernode = 0;
   private readonly abort = new AbortController();
 
-  constructor(private readonly opts: P2PDownloadOptions) { super(); }
+  constructor(private readonly opts: P2PDownloadOptions) {
+    super();
+    // Every piece request listens on this one signal.
+    setMaxListeners(0, this.abort.signal);
+  }
 
   async run(): Promise<P2PResult> {
     const { opts } = this;
@@ -177,15 +184,14 @@ export class P2PDownload extends EventEmitter {
     const piece = a.piece;
     if (this.finished || !piece || this.held.has(piece.number)) return;
     const started = Date.now();
-    this.fetchBytes(a).then(
-      async (buf) => {
+    this.fetchInto(a).then(
+      (length) => {
         if (this.finished) return;
-        await this.fh!.write(buf, 0, buf.length, piece.offset);
         this.held.add(piece.number);
-        if (a.holderId === SUPERNODE_HOLDER_ID) this.fromSupernode += buf.length; else this.fromPeers += buf.length;
+        if (a.holderId === SUPERNODE_HOLDER_ID) this.fromSupernode += length; else this.fromPeers += length;
         this.report(piece.number, a.holderId, true, '', started);
         this.armStall();
-        this.emit('piece', piece.number, piece.offset, buf.length);
+        this.emit('piece', piece.number, piece.offset, length);
         this.checkDone();
       },
       (err) => {
@@ -198,7 +204,14 @@ export class P2PDownload extends EventEmitter {
     ).catch((err) => this.finish(toDfError(err)));
   }
 
-  private async fetchBytes(a: PieceAssignment): Promise<Buffer> {
+  /**
+   * Streams a piece from its holder to its offset in the data file, hashing
+   * on the way, and resolves with its length once the sha256 matched. Memory
+   * stays at about one write batch per piece in flight, whatever the piece
+   * size. Bytes of a piece that fails are on disk but never counted as held
+   * (so never served or read); fetching the piece again overwrites them.
+   */
+  private async fetchInto(a: PieceAssignment): Promise<number> {
     const { piece } = a;
     if (!/^[a-f0-9]{64}$/.test(piece.sha256) || piece.length <= 0) {
       throw new DfError('DF_ERR_INVALID_ARGUMENT', `assignment for piece ${piece.number} has no valid digest or length`);
@@ -220,29 +233,43 @@ export class P2PDownload extends EventEmitter {
       res.body.resume();
       throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr} answered HTTP ${res.statusCode}`);
     }
-    const buf = Buffer.allocUnsafe(piece.length);
     const hash = createHash('sha256');
+    const limiter = this.opts.limiter && !this.opts.limiter.unlimited ? this.opts.limiter : undefined;
     let filled = 0;
+    let batch: Buffer[] = [];
+    let batchBytes = 0;
+    let written = 0;
+    const flush = async () => {
+      if (batchBytes === 0) return;
+      const bufs = batch;
+      const n = batchBytes;
+      batch = [];
+      batchBytes = 0;
+      await this.fh!.writev(bufs, piece.offset + written);
+      written += n;
+    };
     try {
       for await (const chunk of res.body) {
         const c = chunk as Buffer;
-        if (filled + c.length > buf.length) throw new DfError('DF_ERR_PIECE_DIGEST_MISMATCH', `holder ${a.holderAddr} sent more than ${piece.length} bytes`);
-        if (this.opts.limiter) await this.opts.limiter.take(c.length);
-        c.copy(buf, filled);
+        if (filled + c.length > piece.length) throw new DfError('DF_ERR_PIECE_DIGEST_MISMATCH', `holder ${a.holderAddr} sent more than ${piece.length} bytes`);
+        if (limiter) await limiter.take(c.length);
         hash.update(c);
         filled += c.length;
+        batch.push(c);
+        batchBytes += c.length;
+        if (batchBytes >= WRITE_BATCH_BYTES) await flush();
       }
+      await flush();
     } catch (err) {
       if (err instanceof DfError) throw err;
       throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr}: ${(err as Error).message}`, { cause: err });
     }
     if (filled !== piece.length) throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr} sent ${filled} of ${piece.length} bytes`);
-    const got = hash.digest('hex');
-    if (got !== piece.sha256) {
+    if (hash.digest('hex') !== piece.sha256) {
       this.badHolders.add(a.holderId);
       throw new DfError('DF_ERR_PIECE_DIGEST_MISMATCH', `piece ${piece.number} from ${a.holderAddr} failed its sha256`);
     }
-    return buf;
+    return filled;
   }
 
   private report(piece: number, holderId: string, success: boolean, errorCode: string, started: number): void {

@@ -77,8 +77,8 @@ export interface SchedulerOptions {
 }
 
 export const DEFAULT_SCHEDULER_OPTIONS: Readonly<SchedulerOptions> = Object.freeze({
-  maxInFlightPerPeer: 4,
-  maxUploadsPerHolder: 4,
+  maxInFlightPerPeer: 8,
+  maxUploadsPerHolder: 8,
   maxUploadsSupernode: 16,
   holderFailureLimit: 3,
   supernodeCopiesPerPiece: 2,

@@ -1,0 +1,136 @@
+/**
+ * Loopback benchmark, no shaping: real processes on 127.0.0.1.
+ *
+ *   node dist/bench/loopback-bench.js [--peers 6] [--size 64M] [--big 1G] [--json FILE]
+ *
+ * 1. swarm: an origin that counts its bytes, a supernode, N dfget started
+ *    together, against N parallel curls of the same file from the origin.
+ * 2. single: one dfget of a --big file from a supernode that already holds it,
+ *    against curl fetching the same bytes from the supernode's download port;
+ *    and the dfget's peak RSS (VmHWM).
+ */
+import { spawn } from 'node:child_process';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import { parseSize } from '../src/common/units';
+import { taskIdFor } from '../src/common/url';
+import { metricValue } from '../src/common/metrics';
+import { makeRandomFile, sha256File, startOrigin, tempDir } from '../test/helpers/origin';
+import { CLI, startSupernode, stopUploader } from '../test/helpers/procs';
+
+function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
+}
+
+interface Timed { ms: number; code: number | null; peakRssBytes: number; cpuSec: number }
+
+/** Runs a command, sampling its peak RSS (VmHWM) and CPU time from /proc until it exits. */
+function timed(cmd: string, args: string[]): Promise<Timed> {
+  const started = performance.now();
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'inherit'] });
+  let peak = 0;
+  let cpu = 0;
+  const tick = process.platform === 'linux' ? (clk: number) => async () => {
+    try {
+      const status = await fsp.readFile(`/proc/${child.pid}/status`, 'utf8');
+      const m = /VmHWM:\s+(\d+) kB/.exec(status);
+      if (m) peak = Math.max(peak, Number(m[1]) * 1024);
+      const stat = (await fsp.readFile(`/proc/${child.pid}/stat`, 'utf8')).split(') ')[1].split(' ');
+      cpu = (Number(stat[11]) + Number(stat[12])) / clk;
+    } catch { /* exited */ }
+  } : () => async () => undefined;
+  const sample = tick(100);
+  const iv = setInterval(() => void sample(), 20);
+  return new Promise((resolve, reject) => {
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearInterval(iv);
+      resolve({ ms: performance.now() - started, code, peakRssBytes: peak, cpuSec: cpu });
+    });
+  });
+}
+
+const MiB = 1024 * 1024;
+const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
+
+async function main(): Promise<void> {
+  const peers = Number(arg('peers', '6'));
+  const size = parseSize(arg('size', '64M'));
+  const big = parseSize(arg('big', '1G'));
+  const dir = await tempDir('df-loopback-');
+  const homes: string[] = [];
+  const origin = await startOrigin(dir);
+  const sn = await startSupernode(path.join(dir, 'sn'), ['--max-bandwidth', '0']);
+  const results: Record<string, unknown> = { peers, sizeBytes: size, bigBytes: big };
+  try {
+    // --- swarm ---------------------------------------------------------------
+    const file = await makeRandomFile(dir, 'swarm.bin', size);
+    const before = origin.bytesSent();
+    const t0 = performance.now();
+    const runs = await Promise.all(Array.from({ length: peers }, (_, i) => {
+      const home = path.join(dir, `peer${i}`);
+      homes.push(home);
+      return timed(process.execPath, [CLI('dfget'), '--url', origin.url('swarm.bin'), '-o', path.join(dir, `out${i}`),
+        '--node', sn.addr, '--home', home, '--ratelimit', '10G', '--notbs']);
+    }));
+    const p2pMs = performance.now() - t0;
+    const originBytes = origin.bytesSent() - before;
+    let verified = runs.every((r) => r.code === 0);
+    for (let i = 0; i < peers && verified; i++) verified = (await sha256File(path.join(dir, `out${i}`))) === file.sha256;
+    const m = await sn.metrics();
+    const c0 = performance.now();
+    const curls = await Promise.all(Array.from({ length: peers }, (_, i) => timed('curl', ['-sf', '-o', path.join(dir, `curl${i}`), origin.url('swarm.bin')])));
+    const curlMs = performance.now() - c0;
+    results.swarm = {
+      p2pMs: Math.round(p2pMs), curlMs: Math.round(curlMs), verified, curlOk: curls.every((c) => c.code === 0),
+      originBytes, originRatio: originBytes / size,
+      piecesFromPeers: metricValue(m, 'dragonfly_supernode_pieces_scheduled_total', { holder: 'peer' }),
+      piecesFromSupernode: metricValue(m, 'dragonfly_supernode_pieces_scheduled_total', { holder: 'supernode' }),
+      dfgetPeakRssMB: Math.max(...runs.map((r) => r.peakRssBytes)) / MiB,
+    };
+    for (let i = 0; i < peers; i++) await fsp.rm(path.join(dir, `curl${i}`), { force: true });
+
+    // --- single dfget of a big file from a warm supernode ------------------------
+    const bigFile = await makeRandomFile(dir, 'big.bin', big);
+    const warmHome = path.join(dir, 'warm');
+    homes.push(warmHome);
+    const warm = await timed(process.execPath, [CLI('dfget'), '--url', origin.url('big.bin'), '-o', path.join(dir, 'warm.out'),
+      '--node', sn.addr, '--home', warmHome, '--ratelimit', '10G', '--notbs']);
+    if (warm.code !== 0) throw new Error('warm-up download failed');
+    await stopUploader(warmHome);
+    await fsp.rm(path.join(dir, 'warm.out'), { force: true });
+    const taskId = taskIdFor(origin.url('big.bin'), [], '');
+    const curlBig = await timed('curl', ['-sf', '-o', path.join(dir, 'big.curl'), '-r', `0-${big - 1}`, `http://127.0.0.1:${sn.downloadPort}/pieces/${taskId}`]);
+    await fsp.rm(path.join(dir, 'big.curl'), { force: true });
+    const oneHome = path.join(dir, 'one');
+    homes.push(oneHome);
+    const one = await timed(process.execPath, [CLI('dfget'), '--url', origin.url('big.bin'), '-o', path.join(dir, 'big.out'),
+      '--node', sn.addr, '--home', oneHome, '--ratelimit', '10G', '--notbs']);
+    const oneOk = one.code === 0 && (await sha256File(path.join(dir, 'big.out'))) === bigFile.sha256;
+    results.single = {
+      dfgetMs: Math.round(one.ms), curlMs: Math.round(curlBig.ms), verified: oneOk,
+      dfgetMBps: big / MiB / (one.ms / 1000), curlMBps: big / MiB / (curlBig.ms / 1000),
+      ratio: curlBig.ms / one.ms, dfgetPeakRssMB: one.peakRssBytes / MiB, dfgetCpuSec: one.cpuSec,
+    };
+
+    const s = results.swarm as Record<string, number | boolean>;
+    const g = results.single as Record<string, number | boolean>;
+    console.log(`swarm: ${peers} x ${(size / MiB).toFixed(0)} MiB  dfget ${fmt(Number(s.p2pMs))}  curl ${fmt(Number(s.curlMs))}  verified ${s.verified}`);
+    console.log(`       origin sent ${(Number(s.originBytes) / MiB).toFixed(1)} MiB (${Number(s.originRatio).toFixed(3)} x file)  pieces peer/supernode ${s.piecesFromPeers}/${s.piecesFromSupernode}  dfget peak RSS ${Number(s.dfgetPeakRssMB).toFixed(0)} MB`);
+    console.log(`single: ${(big / MiB).toFixed(0)} MiB from a warm supernode  dfget ${fmt(Number(g.dfgetMs))} (${Number(g.dfgetMBps).toFixed(0)} MiB/s)  curl ${fmt(Number(g.curlMs))} (${Number(g.curlMBps).toFixed(0)} MiB/s)  dfget/curl throughput ${(Number(g.ratio) * 100).toFixed(0)} %  peak RSS ${Number(g.dfgetPeakRssMB).toFixed(0)} MB  verified ${g.verified}`);
+    const out = arg('json', '');
+    if (out) await fsp.writeFile(out, JSON.stringify(results, null, 2) + '\n');
+    console.log(JSON.stringify(results));
+  } finally {
+    await Promise.all(homes.map((h) => stopUploader(h)));
+    await sn.stop();
+    await origin.close();
+    await fsp.rm(dir, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
