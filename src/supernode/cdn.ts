@@ -153,8 +153,10 @@ export class SourceFetch extends EventEmitter {
       if (opts.expectedSha256 && opts.expectedSha256 !== this.sha256) {
         throw new DfError('DF_ERR_DIGEST_MISMATCH', `source bytes do not match digest sha256:${opts.expectedSha256} (got sha256:${this.sha256})`);
       }
-      await fh.datasync();
+      // Peers may have the last piece now; the flush to disk only guards the
+      // cache a restarted supernode trusts, so it comes after and before 'done'.
       this.releaseHeld();
+      await fh.datasync();
     } finally {
       await fh.close();
     }
