@@ -20,7 +20,7 @@ import { fetchFromSource } from './backsource';
 import { dataFilePath } from './uploader';
 import { ensureUploader, type UploaderHandle } from './uploader-launcher';
 import { SIDECAR_SUFFIX, type TaskSidecar } from './uploader-files';
-import { SupernodeClient } from '../supernode/client';
+import { SupernodeClients } from '../supernode/client';
 
 export interface DfgetOptions {
   url: string;
@@ -174,12 +174,13 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
   let registeredNode: string | undefined;
   let dataPath: string | undefined;
   let done = 0;
+  const clients = new SupernodeClients();
   const d = new P2PDownload({
     nodes: opts.nodes, url: opts.url, headers: opts.headers, filter: opts.filter, identifier: opts.identifier,
     expectedDigest: opts.sha256 ? `sha256:${opts.sha256}` : '',
     peerId, uploadPort: uploader.port,
     dataPath: (taskId) => dataFilePath(dataDir, taskId, peerId),
-    limiter, logger: log, connectTimeoutMs: DEFAULTS.supernodeConnectTimeoutMs,
+    limiter, logger: log, connectTimeoutMs: DEFAULTS.supernodeConnectTimeoutMs, clients,
     onRegistered: async (info) => {
       registeredNode = info.node;
       dataPath = info.dataPath;
@@ -199,13 +200,10 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
     // Nothing of a failed download stays to be served.
     if (dataPath) await fsp.rm(dataPath, { force: true });
     if (sidecar) await fsp.rm(sidecar, { force: true });
-    if (registeredNode && d.taskId) {
-      const c = new SupernodeClient(registeredNode);
-      await c.leave(peerId, d.taskId, 1_000).catch(() => undefined);
-      c.close();
-    }
+    if (registeredNode && d.taskId) await clients.leave(registeredNode, peerId, d.taskId);
     throw err;
   } finally {
+    clients.close();
     clearInterval(keepAlive);
     await uploader.keepAlive(opts.aliveTimeMs);
   }

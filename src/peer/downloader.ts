@@ -13,7 +13,7 @@ import { DfError, toDfError, isErrorCode } from '../common/errors';
 import type { Logger } from '../common/logger';
 import type { RateLimiter } from '../common/ratelimit';
 import type { PieceAssignment, RegisterResponse, SupernodeMessage, TaskUpdate } from '../common/proto';
-import { SupernodeClient, localAddressToward, type PiecesCall } from '../supernode/client';
+import { SupernodeClients, type PiecesCall, type SupernodeClient } from '../supernode/client';
 
 /** Bytes of a piece gathered before they are written out together. */
 const WRITE_BATCH_BYTES = 256 * 1024;
@@ -38,6 +38,8 @@ export interface P2PDownloadOptions {
   connectTimeoutMs: number;
   /** Longest time without a verified piece before the download is given up, ms. */
   stallTimeoutMs?: number;
+  /** Shared supernode connections; without them the download opens and closes its own. */
+  clients?: SupernodeClients;
   /** Called once the supernode accepted the registration (before any piece). */
   onRegistered?: (info: RegisterResponse & { node: string; dataPath: string }) => void | Promise<void>;
 }
@@ -61,6 +63,8 @@ export class P2PDownload extends EventEmitter {
   readonly held = new Set<number>();
   private call?: PiecesCall;
   private client?: SupernodeClient;
+  private readonly clients: SupernodeClients;
+  private readonly ownClients: boolean;
   private fh?: fs.FileHandle;
   private readonly pools = new Map<string, Pool>();
   private readonly badHolders = new Set<string>();
@@ -74,6 +78,8 @@ export class P2PDownload extends EventEmitter {
 
   constructor(private readonly opts: P2PDownloadOptions) {
     super();
+    this.clients = opts.clients ?? new SupernodeClients();
+    this.ownClients = !opts.clients;
     // Every piece request listens on this one signal.
     setMaxListeners(0, this.abort.signal);
   }
@@ -111,9 +117,9 @@ export class P2PDownload extends EventEmitter {
     const { opts } = this;
     let last: DfError = new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', 'no supernode given');
     for (const node of opts.nodes) {
-      const client = new SupernodeClient(node);
+      const client = this.clients.get(node);
       try {
-        const ip = await localAddressToward(node, opts.connectTimeoutMs);
+        const ip = await this.clients.localAddress(node, opts.connectTimeoutMs);
         const res = await client.register({
           url: opts.url, headers: opts.headers, filter: opts.filter, identifier: opts.identifier,
           expectedDigest: opts.expectedDigest, peerId: opts.peerId, peerIp: ip, peerPort: opts.uploadPort,
@@ -121,8 +127,8 @@ export class P2PDownload extends EventEmitter {
         }, opts.connectTimeoutMs * 4);
         return { client, res, node, ip };
       } catch (err) {
-        client.close();
         last = toDfError(err, 'DF_ERR_SUPERNODE_UNAVAILABLE');
+        if (last.code === 'DF_ERR_SUPERNODE_UNAVAILABLE') this.clients.drop(node);
         opts.logger.debug({ node, code: last.code, err: last.message }, 'registration failed');
         // A source error is the same on every supernode: no point asking the next one.
         if (last.code.startsWith('DF_ERR_SOURCE') || last.code === 'DF_ERR_INVALID_URL' || last.code === 'DF_ERR_INVALID_ARGUMENT') throw last;
@@ -312,7 +318,7 @@ export class P2PDownload extends EventEmitter {
     call?.cancel();
     for (const p of this.pools.values()) p.destroy().catch(() => undefined);
     this.pools.clear();
-    this.client?.close();
+    if (this.ownClients) this.clients.close();
     this.fh?.close().catch(() => undefined);
   }
 }

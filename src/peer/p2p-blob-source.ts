@@ -19,7 +19,7 @@ import { RateLimiter } from '../common/ratelimit';
 import type { BlobRange, BlobRequest, BlobSource, OpenedBlob } from './blob-source';
 import { P2PDownload } from './downloader';
 import { PieceUploader, dataFilePath } from './uploader';
-import { SupernodeClient } from '../supernode/client';
+import { SupernodeClients } from '../supernode/client';
 
 export interface P2PBlobSourceOptions {
   /** Supernodes "host:port", tried in order. */
@@ -73,6 +73,7 @@ export class P2PBlobSource implements BlobSource {
   private readonly limiter: RateLimiter;
   private readonly uploader: PieceUploader;
   private readonly dataDir: string;
+  private readonly clients = new SupernodeClients();
   private started?: Promise<number>;
   private closed = false;
 
@@ -117,7 +118,7 @@ export class P2PBlobSource implements BlobSource {
       nodes: this.opts.nodes, url: req.url, headers: req.headers, filter: [], identifier: req.digest,
       expectedDigest: req.digest, peerId, uploadPort: this.uploader.port,
       dataPath: (taskId) => dataFilePath(this.dataDir, taskId, peerId),
-      limiter: this.limiter, logger: log, connectTimeoutMs: DEFAULTS.supernodeConnectTimeoutMs,
+      limiter: this.limiter, logger: log, connectTimeoutMs: DEFAULTS.supernodeConnectTimeoutMs, clients: this.clients,
       onRegistered: (info) => {
         entry.taskId = info.taskId;
         entry.node = info.node;
@@ -137,10 +138,7 @@ export class P2PBlobSource implements BlobSource {
         if (this.entries.get(req.digest) === entry) this.entries.delete(req.digest);
         // Nothing of a failed blob stays to be served or read again.
         if (entry.dataPath) fs.rm(entry.dataPath, { force: true }).catch(() => undefined);
-        if (entry.taskId && entry.node) {
-          const c = new SupernodeClient(entry.node);
-          c.leave(peerId, entry.taskId, 1_000).catch(() => undefined).finally(() => c.close());
-        }
+        if (entry.taskId && entry.node) void this.clients.leave(entry.node, peerId, entry.taskId);
         entry.emit('progress');
       },
     );
@@ -175,12 +173,9 @@ export class P2PBlobSource implements BlobSource {
     if (this.closed) return;
     this.closed = true;
     for (const e of this.entries.values()) if (!e.complete) e.download.cancel();
-    await Promise.all([...this.entries.values()].filter((e) => e.taskId && e.node).map(async (e) => {
-      const c = new SupernodeClient(e.node);
-      await c.leave(e.peerId, e.taskId, 1_000).catch(() => undefined);
-      c.close();
-    }));
+    await Promise.all([...this.entries.values()].filter((e) => e.taskId && e.node).map((e) => this.clients.leave(e.node, e.peerId, e.taskId)));
     this.entries.clear();
+    this.clients.close();
     await this.uploader.close();
   }
 }

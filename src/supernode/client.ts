@@ -70,3 +70,49 @@ export function localAddressToward(addr: string, timeoutMs: number): Promise<str
     s.once('error', (err) => reject(new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', `supernode ${addr} unreachable: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err })));
   });
 }
+
+/**
+ * One client (one HTTP/2 connection) and one local-address probe per
+ * supernode, shared by every download of a long-lived process such as
+ * dfdaemon: a blob does not pay for a new connection.
+ */
+export class SupernodeClients {
+  private readonly clients = new Map<string, SupernodeClient>();
+  private readonly local = new Map<string, string>();
+
+  get(node: string): SupernodeClient {
+    let c = this.clients.get(node);
+    if (!c) {
+      c = new SupernodeClient(node);
+      this.clients.set(node, c);
+    }
+    return c;
+  }
+
+  /** The local address toward the node, probed once while it answers. */
+  async localAddress(node: string, timeoutMs: number): Promise<string> {
+    const known = this.local.get(node);
+    if (known) return known;
+    const ip = await localAddressToward(node, timeoutMs);
+    this.local.set(node, ip);
+    return ip;
+  }
+
+  /** Forgets a node after it failed, so the next use connects afresh. */
+  drop(node: string): void {
+    this.clients.get(node)?.close();
+    this.clients.delete(node);
+    this.local.delete(node);
+  }
+
+  /** Best-effort Leave; never throws. */
+  async leave(node: string, peerId: string, taskId: string): Promise<void> {
+    await this.get(node).leave(peerId, taskId, 1_000).catch(() => undefined);
+  }
+
+  close(): void {
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
+    this.local.clear();
+  }
+}
