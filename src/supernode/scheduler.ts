@@ -70,8 +70,10 @@ export interface SchedulerOptions {
   holderFailureLimit: number;
   /**
    * Requesters that fetch one piece from the supernode at the same time. The
-   * others wait for a peer to have it: the supernode's uplink seeds each piece
-   * into the swarm about once instead of sending it to everyone.
+   * supernode only serves a piece that no usable peer holds, so the others
+   * wait for the first to finish and fetch it from there: the supernode's
+   * uplink seeds each piece into the swarm about once instead of sending it
+   * to everyone.
    */
   supernodeCopiesPerPiece: number;
 }
@@ -81,7 +83,7 @@ export const DEFAULT_SCHEDULER_OPTIONS: Readonly<SchedulerOptions> = Object.free
   maxUploadsPerHolder: 8,
   maxUploadsSupernode: 16,
   holderFailureLimit: 3,
-  supernodeCopiesPerPiece: 2,
+  supernodeCopiesPerPiece: 1,
 });
 
 /** One decision: `requester` fetches `piece` from `holder` (a peer id or SUPERNODE_HOLDER_ID). */
@@ -409,6 +411,8 @@ export class TaskScheduler {
         this.bitOff(this.holderBits, p * this.qw, r);
         this.decrement(p);
       });
+      // Pieces only it held among peers are the supernode's to seed again.
+      if (this.haveCount[r] > 0) this.snSupply = true;
     }
     this.uploads[r] = 0;
     for (let k = 0; k < L; k++) this.bitOff(this.levelBits, k * this.qw, r);
@@ -795,14 +799,30 @@ export class TaskScheduler {
       if (++si === sw) si = 0;
     }
     if (bestW >= 0) return (bestW << 5) + (31 - Math.clz32(bestX & -bestX));
-    const snCan = (this.snBits[p >>> 5] & (1 << (p & 31))) !== 0 && this.snUploads < this.maxUpSn && this.snPer[p] < this.snCopies;
-    if (snCan && !peersOnly) return SN;
-    // Dead for the rest of this call only if neither a peer nor the supernode can serve it.
-    if (!anyFree && !snCan) {
+    const snHas = (this.snBits[p >>> 5] >>> (p & 31)) & 1;
+    // The supernode seeds: it sends p only while no peer this requester may
+    // use holds it (busy or not), so its uplink carries each piece about once.
+    const snSlot = snHas === 1 && this.snUploads < this.maxUpSn && this.snPer[p] < this.snCopies;
+    if (!peersOnly && snSlot && (this.cnt[p] === 1 || !this.peerHolds(p, fail))) return SN;
+    // Dead for the rest of this call only if no requester could get it: no
+    // free peer at all and no supernode slot for it.
+    if (!anyFree && !snSlot) {
       this.skipEpoch[at] = this.epoch;
       this.skipNext[at] = at + 1;
     }
     return NONE;
+  }
+
+  /** Some peer holds p that is not failed for the requester, busy or not. */
+  private peerHolds(p: number, fail: Uint32Array | null): boolean {
+    const words = (this.peerHigh + 31) >>> 5;
+    const hb = this.holderBits;
+    const base = p * this.qw;
+    for (let w = 0; w < words; w++) {
+      const x = fail === null ? hb[base + w] : hb[base + w] & ~fail[w];
+      if (x !== 0) return true;
+    }
+    return false;
   }
 
   private assign(r: number, p: number, h: number): void {
@@ -909,6 +929,7 @@ export class TaskScheduler {
     });
     for (let k = 0; k < this.maxUp; k++) this.bitOff(this.levelBits, k * this.qw, h);
     this.freeOff(h);
+    if (this.haveCount[h] > 0) this.snSupply = true;
   }
 
   private holderName(h: number): string {

@@ -48,7 +48,8 @@ test('rarest first among pieces that have a usable holder; ties are spread acros
   s.setPieceCount(64);
   for (let p = 1; p < 64; p++) s.supernodeHas(p);
   const rest = Array.from({ length: 63 }, (_, i) => i + 1);
-  s.addPeer('z', rest); // pieces 1..63: 2 holders each
+  s.addPeer('z', rest); // pieces 1..63: 3 holders each (with y)
+  s.addPeer('y', rest);
   s.addPeer('a', [0]); // piece 0: 1 holder
   s.addPeer('r');
   let b = of(s.schedule(), 'r');
@@ -182,21 +183,30 @@ test('holderFailureLimit distinct requesters drop a holder for everyone', () => 
   assert.equal(s.holdersOf(0), 4);
 });
 
-test('the supernode is the holder of last resort', () => {
+test('the supernode is the holder of last resort and seeds each piece about once', () => {
   const s = new TaskScheduler({ maxInFlightPerPeer: 1, maxUploadsPerHolder: 1 });
   supernodeHolds(s, 1);
   s.addPeer('a', [0]);
   s.addPeer('r1');
   assert.deepEqual(s.schedule(), [{ requester: 'r1', piece: 0, holder: 'a' }], 'a free peer before the supernode');
   s.addPeer('r2');
-  assert.deepEqual(s.schedule(), [{ requester: 'r2', piece: 0, holder: SN }], 'peers busy: the supernode, no waiting');
+  assert.deepEqual(s.schedule(), [], 'a peer holds it, busy: r2 waits rather than spend the supernode uplink');
   s.onResult('r1', 0, 'a', true);
-  s.addPeer('r3');
-  assert.deepEqual(s.schedule(), [{ requester: 'r3', piece: 0, holder: 'a' }]);
+  const b = s.schedule();
+  assert.equal(b.length, 1);
+  assert.equal(b[0].requester, 'r2');
+  assert.notEqual(b[0].holder, SN, 'two peers hold it now');
+  // Every peer holder failed r2: only then does the supernode serve it again.
+  s.onResult('r2', 0, b[0].holder, false);
+  const c = s.schedule();
+  assert.equal(c.length, 1);
+  assert.notEqual(c[0].holder, b[0].holder);
+  assert.notEqual(c[0].holder, SN);
+  s.onResult('r2', 0, c[0].holder, false);
+  assert.deepEqual(s.schedule(), [{ requester: 'r2', piece: 0, holder: SN }]);
   // A supernode failure is retried (it is never avoided nor dropped).
   s.onResult('r2', 0, SN, false);
-  const again = s.schedule();
-  assert.deepEqual(again, [{ requester: 'r2', piece: 0, holder: 'r1' }]);
+  assert.deepEqual(s.schedule(), [{ requester: 'r2', piece: 0, holder: SN }]);
 });
 
 test('removePeer frees slots and reschedules', () => {
@@ -364,10 +374,13 @@ class Model {
     }
     return res;
   }
-  snUsable(p: number): boolean {
+  snUsable(r: string, p: number): boolean {
     let copies = 0;
     for (const f of this.inflight.values()) if (f.get(p) === SN) copies++;
-    return this.sn.has(p) && (this.uploads.get(SN) ?? 0) < this.o.maxUploadsSupernode && copies < this.o.supernodeCopiesPerPiece;
+    // The supernode seeds only pieces no peer usable by r holds, busy or not.
+    let peerHolds = false;
+    for (const [id, h] of this.have) if (id !== r && h.has(p) && !this.dropped.has(id) && !this.failed.get(r)?.has(id)) peerHolds = true;
+    return this.sn.has(p) && (this.uploads.get(SN) ?? 0) < this.o.maxUploadsSupernode && copies < this.o.supernodeCopiesPerPiece && !peerHolds;
   }
   candidates(r: string): number[] {
     const h = this.have.get(r) as Set<number>;
@@ -375,7 +388,7 @@ class Model {
     const res: number[] = [];
     for (let p = 0; p < this.pieces; p++) {
       if (h.has(p) || f.has(p)) continue;
-      if (this.usablePeers(r, p).length > 0 || this.snUsable(p)) res.push(p);
+      if (this.usablePeers(r, p).length > 0 || this.snUsable(r, p)) res.push(p);
     }
     return res;
   }
@@ -396,7 +409,7 @@ class Model {
     const peers = this.usablePeers(r, a.piece);
     if (a.holder === SN) {
       assert.equal(peers.length, 0, 'supernode used while a peer could serve');
-      assert.ok(this.snUsable(a.piece));
+      assert.ok(this.snUsable(r, a.piece));
     } else {
       assert.ok(peers.includes(a.holder), `holder ${a.holder} not usable`);
       const least = Math.min(...peers.map((h) => this.uploads.get(h) ?? 0));
