@@ -46,6 +46,7 @@ function parseArgs(argv: string[]) {
     .option('sweep-peers', { type: 'string', describe: 'The N values of --sweep, comma-separated' })
     .option('out', { type: 'string', default: '.bench-results', describe: 'Directory for results.json and chart.svg' })
     .option('netbed-id', { type: 'number', default: 7, describe: 'NETBED_ID of the testbed (0..99); only its own hosts are touched' })
+    .option('static-neighbours', { type: 'boolean', default: true, describe: 'Permanent ARP entries on every host, so no connect() fails at address resolution over a saturated link (--no-static-neighbours: resolve as usual)' })
     .option('timeout', { type: 'number', describe: 'Seconds before a scenario\'s hosts are killed (default: 3 x N x F / Us + 30)' })
     .strict()
     .version(false)
@@ -66,6 +67,11 @@ function fail(msg: string, code = 2): never {
 
 function need(cmds: string[]): string[] {
   return cmds.filter((c) => spawnSync('sh', ['-c', `command -v ${c}`], { stdio: 'ignore' }).status !== 0);
+}
+
+function gitDescribe(): string | null {
+  const r = spawnSync('git', ['describe', '--always', '--dirty'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : null;
 }
 
 const cell = (v: number | null | undefined, digits = 1): string => (v === null || v === undefined ? '-' : v.toFixed(digits));
@@ -183,7 +189,11 @@ async function main(): Promise<void> {
       kernel: os.release(),
       node: process.version,
     },
-    config: { peers: peersList, rate: a.rate, rateBitsPerSec: rateBits, sizeBytes, scenarios, netbedId: id, sweep: a.sweep },
+    commit: gitDescribe(),
+    config: {
+      peers: peersList, rate: a.rate, rateBitsPerSec: rateBits, sizeBytes, scenarios, netbedId: id, sweep: a.sweep,
+      staticNeighbours: a['static-neighbours'],
+    },
     results: [],
     allVerified: false,
   };
@@ -198,6 +208,7 @@ async function main(): Promise<void> {
   log(`testbed ${id}: origin, sn and ${maxN} peers at ${a.rate} (${fmtRate(rateBits)}); file ${fmtBytes(sizeBytes)}; scenarios ${scenarios.join(',')}; N = ${peersList.join(', ')}`);
   await nb.up([ORIGIN_HOST, SN_HOST], a.rate);
   await nb.up(peerHosts, a.rate);
+  if (a['static-neighbours']) await nb.staticNeighbours();
 
   const originDir = join(workDir, 'origin');
   await mkdir(originDir, { recursive: true });
@@ -217,6 +228,7 @@ async function main(): Promise<void> {
     file: { path: file.path, name: 'file.bin', bytes: sizeBytes, sha256: file.sha256, url: origin.url },
     originStatsUrl: origin.statsUrl,
     timeoutS: a.timeout,
+    failLogDir: join(outDir, 'failed-logs'),
     log,
   };
   let imageError: string | undefined;

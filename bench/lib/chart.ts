@@ -128,7 +128,12 @@ export function renderChart(results: ScenarioResult[], info: ChartInfo = {}): st
   for (const group of groupBy(labels, (l) => Math.round(l.x))) {
     group.sort((p, q) => p.y - q.y);
     for (let i = 1; i < group.length; i++) group[i].y = Math.max(group[i].y, group[i - 1].y + 13);
-    for (const l of group) out.push(`<text x="${f1(l.x)}" y="${f1(l.y)}" fill="${l.color}" font-size="11">${esc(l.text)}</text>`);
+    for (const l of group) {
+      // Near the right edge, put the label on the left of its point.
+      const right = l.x + l.text.length * 6.2 > W - 4;
+      const x = right ? l.x - 16 : l.x;
+      out.push(`<text x="${f1(x)}" y="${f1(l.y)}" fill="${l.color}" font-size="11"${right ? ' text-anchor="end"' : ''}>${esc(l.text)}</text>`);
+    }
   }
 
   // Legend, top left inside the plot.

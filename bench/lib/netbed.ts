@@ -211,6 +211,30 @@ export class Netbed {
     return { pid: child.pid ?? -1, child, exited };
   }
 
+  /**
+   * Fills every host's neighbour (ARP) table with permanent entries for all
+   * other hosts and the bridge. On a saturated tbf link ARP replies queue
+   * behind bulk data and can be dropped, and a connect() to a host whose entry
+   * has expired then fails with EHOSTUNREACH; static entries take address
+   * resolution out of the measurement.
+   */
+  async staticNeighbours(): Promise<void> {
+    const hosts = await this.list();
+    const macs = new Map<string, string>();
+    for (const h of hosts) {
+      const r = await this.execOut(h.name, 'cat', ['/sys/class/net/eth0/address']);
+      macs.set(h.ip, r.stdout.trim());
+    }
+    const br = spawnSync('cat', [`/sys/class/net/nb${this.id}br/address`], { encoding: 'utf8' });
+    if (br.status === 0) macs.set(this.rootIp, br.stdout.trim());
+    for (const h of hosts) {
+      const lines = [...macs].filter(([ip, mac]) => ip !== h.ip && mac)
+        .map(([ip, mac]) => `neigh replace ${ip} lladdr ${mac} dev eth0 nud permanent`);
+      const r = spawnSync(this.script, ['exec', h.name, 'ip', '-batch', '-'], { env: this.env(), input: lines.join('\n') + '\n', encoding: 'utf8' });
+      if (r.status !== 0) throw new Error(`static neighbours on ${h.name}: ${r.stderr.trim()}`);
+    }
+  }
+
   /** Runs CMD on a host to completion and returns its stdout. */
   async execOut(host: string, cmd: string, args: string[], timeoutMs = 30_000): Promise<{ code: number; stdout: string }> {
     const child = spawn(this.script, ['exec', host, cmd, ...args], { env: this.env(), stdio: ['ignore', 'pipe', 'ignore'] });

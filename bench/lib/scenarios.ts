@@ -6,10 +6,10 @@
  * exactly the source bytes.
  */
 import { createReadStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import { cpus as osCpus } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { metricValue } from '../../src/common/metrics';
 import { writeRegistriesConf } from '../../test/helpers/registry';
 import { verifyPulledImage } from './image';
@@ -408,19 +408,43 @@ export async function runScenario(ctx: BenchContext, scenario: ScenarioName, n: 
   }
   if (scenario === 'image' && !ctx.image) return failedResult(ctx, scenario, n, fileBytes, 'the image could not be prepared');
   const dir = await mkdtemp(join(ctx.workDir, `${scenario}-n${n}-`));
+  let result: ScenarioResult | undefined;
   try {
     switch (scenario) {
-      case 'direct': return await runDirect(ctx, n, dir);
-      case 'p2p': return await runP2P(ctx, n, dir);
-      case 'image': return await runImage(ctx, n, dir);
+      case 'direct': result = await runDirect(ctx, n, dir); break;
+      case 'p2p': result = await runP2P(ctx, n, dir); break;
+      case 'image': result = await runImage(ctx, n, dir); break;
       default: throw new Error(`unknown scenario ${String(scenario)}`);
     }
+    return result;
   } catch (e) {
     ctx.log(`${scenario} N=${n} failed: ${(e as Error).message}`);
     return failedResult(ctx, scenario, n, fileBytes, `setup or measurement failed: ${(e as Error).message}`);
   } finally {
     // Whatever this scenario left running (a hung host, a daemon after an error).
     await ctx.nb.procs.stopAll();
+    if (!result?.verified && ctx.failLogDir) {
+      const to = join(ctx.failLogDir, `${scenario}-n${n}`);
+      await keepLogs(dir, to).then((k) => { if (k > 0) ctx.log(`kept ${k} logs of the failed run in ${to}`); }, () => undefined);
+    }
     if (!process.env.BENCH_KEEP) await rm(dir, { recursive: true, force: true });
   }
+}
+
+/** Copies every *.log under dir (not the downloaded data) to `to`, keeping the relative paths. */
+async function keepLogs(dir: string, to: string): Promise<number> {
+  let kept = 0;
+  const walk = async (rel: string): Promise<void> => {
+    for (const e of await readdir(join(dir, rel), { withFileTypes: true })) {
+      const r = join(rel, e.name);
+      if (e.isDirectory()) await walk(r);
+      else if (e.isFile() && e.name.endsWith('.log')) {
+        await mkdir(dirname(join(to, r)), { recursive: true });
+        await copyFile(join(dir, r), join(to, r));
+        kept++;
+      }
+    }
+  };
+  await walk('');
+  return kept;
 }

@@ -26,6 +26,12 @@ export function measuredEnv(ctx: Pick<BenchContext, 'hookPath' | 'procstatDir'>)
   return { NODE_OPTIONS: `${prev}--require ${ctx.hookPath}`, BENCH_PROCSTAT_DIR: ctx.procstatDir };
 }
 
+/** The last lines of a log, for error messages (the run's temp dir is removed afterwards). */
+export async function tail(file: string, lines = 4): Promise<string> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return text.trim().split('\n').slice(-lines).join(' | ').slice(0, 800) || '(empty log)';
+}
+
 /** Waits for a JSON line with ready:true on the child's stdout. */
 function readyLine<T>(s: Spawned, what: string, logFile: string, timeoutMs: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
@@ -44,7 +50,7 @@ function readyLine<T>(s: Spawned, what: string, logFile: string, timeoutMs: numb
         if (v.ready) finish(null, v as T);
       } catch { /* not the ready line */ }
     });
-    void s.exited.then(({ code }) => finish(new Error(`${what} exited with ${code} before it was ready; see ${logFile}`)));
+    void s.exited.then(async ({ code }) => finish(new Error(`${what} exited with ${code} before it was ready: ${await tail(logFile)}`)));
   });
 }
 
@@ -141,7 +147,7 @@ export async function startRegistryOnOrigin(ctx: Pick<BenchContext, 'nb' | 'work
       await res.arrayBuffer();
       if (res.status === 200) break;
     } catch { /* not up yet */ }
-    if (exited) throw new Error(`docker-registry exited before it answered; see ${logFile}`);
+    if (exited) throw new Error(`docker-registry exited before it answered: ${await tail(logFile)}`);
     if (Date.now() > deadline) throw new Error(`docker-registry on ${url} not ready after 30 s; see ${logFile}`);
     await delay(100);
   }
@@ -173,7 +179,7 @@ export async function startDfdaemon(ctx: BenchContext, host: string, dir: string
   for (;;) {
     const r = await ctx.nb.execOut(host, 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '2', `http://127.0.0.1:${DFDAEMON_PORT}/healthz`]);
     if (r.stdout.trim() === '200') break;
-    if (exited !== undefined) throw new Error(`dfdaemon on ${host} exited with ${exited} before it answered; see ${logFile}`);
+    if (exited !== undefined) throw new Error(`dfdaemon on ${host} exited with ${exited} before it answered: ${await tail(logFile)}`);
     if (Date.now() > deadline) throw new Error(`dfdaemon on ${host} not ready after 60 s; see ${logFile}`);
     await delay(200);
   }

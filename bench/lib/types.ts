@@ -95,6 +95,8 @@ export interface BenchResults {
   startedAt: string;
   finishedAt?: string;
   machine: { cpus: number; cpuModel: string; memGiB: number; kernel: string; node: string };
+  /** The commit the run was built from (git describe of the working directory; "-dirty" when it had changes). */
+  commit: string | null;
   config: {
     peers: number[];
     rate: string;
@@ -103,6 +105,8 @@ export interface BenchResults {
     scenarios: ScenarioName[];
     netbedId: number;
     sweep: boolean;
+    /** Permanent ARP entries on every host (--static-neighbours); absent = false. */
+    staticNeighbours?: boolean;
   };
   results: ScenarioResult[];
   /** True when every result verified. */
@@ -127,6 +131,8 @@ export interface BenchContext {
   originStatsUrl: string;
   image?: PreparedImage;
   timeoutS?: number;
+  /** Where the logs of a run that did not verify are kept (the run's temp dir is removed). */
+  failLogDir?: string;
   log: (msg: string) => void;
 }
 
