@@ -168,7 +168,12 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
   }
   log.debug({ port: uploader.port }, 'uploader ready');
   const dataDir = path.join(opts.home, 'data');
-  const keepAlive = setInterval(() => void uploader.keepAlive(opts.aliveTimeMs), Math.max(1_000, opts.aliveTimeMs / 2));
+  // While we download, the uploader holds a lease of two ping periods beyond
+  // --alivetime, so it cannot expire (and leave the swarm) under our feet
+  // however short --alivetime is; at the end it gets exactly --alivetime.
+  const pingMs = Math.min(30_000, Math.max(1_000, opts.aliveTimeMs / 2));
+  await uploader.keepAlive(opts.aliveTimeMs + 2 * pingMs);
+  const keepAlive = setInterval(() => void uploader.keepAlive(opts.aliveTimeMs + 2 * pingMs), pingMs);
   keepAlive.unref();
   let sidecar: string | undefined;
   let registeredNode: string | undefined;
@@ -185,7 +190,7 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
       registeredNode = info.node;
       dataPath = info.dataPath;
       sidecar = info.dataPath + SIDECAR_SUFFIX;
-      const side: TaskSidecar = { taskId: info.taskId, peerId, node: info.node };
+      const side: TaskSidecar = { taskId: info.taskId, peerId, node: info.node, uploaderPid: uploader.pid };
       await fsp.writeFile(sidecar, JSON.stringify(side));
     },
   });

@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import { Pool } from 'undici';
+import { status as grpcStatus } from '@grpc/grpc-js';
 import { SUPERNODE_HOLDER_ID } from '../common/constants';
 import { DfError, toDfError, isErrorCode } from '../common/errors';
 import type { Logger } from '../common/logger';
@@ -17,6 +18,10 @@ import { SupernodeClients, type PiecesCall, type SupernodeClient } from '../supe
 
 /** Bytes of a piece gathered before they are written out together. */
 const WRITE_BATCH_BYTES = 256 * 1024;
+/** A read smaller than this means a slow link: wait READ_PAUSE_MS before the next. */
+const SMALL_READ_BYTES = 16 * 1024;
+const READ_PAUSE_MS = 8;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export interface P2PDownloadOptions {
   /** Supernodes "host:port", tried in order. */
@@ -153,15 +158,19 @@ export class P2PDownload extends EventEmitter {
       if (msg.update) this.onUpdate(msg.update);
       else if (msg.assignment) this.fetchPiece(msg.assignment, log);
     });
-    call.on('error', (err) => {
+    // The call's final status says why it ended ('end' can come before the
+    // 'error' that carries the reason, so the status is what counts).
+    call.on('error', () => { this.streamClosed = true; });
+    call.on('end', () => { this.streamClosed = true; });
+    call.on('status', (st: { code: number; details: string }) => {
       this.streamClosed = true;
-      if (!this.finished) this.finish(toDfError(err, 'DF_ERR_SUPERNODE_UNAVAILABLE').code === 'DF_ERR_INTERNAL'
-        ? new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', `scheduling stream broke: ${(err as Error).message}`)
-        : toDfError(err, 'DF_ERR_SUPERNODE_UNAVAILABLE'));
-    });
-    call.on('end', () => {
-      this.streamClosed = true;
-      if (!this.finished) this.finish(new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', 'supernode closed the scheduling stream'));
+      if (this.finished) return;
+      if (st.code === grpcStatus.OK) {
+        this.finish(new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', 'supernode closed the scheduling stream'));
+        return;
+      }
+      const e = toDfError(Object.assign(new Error(st.details), st), 'DF_ERR_SUPERNODE_UNAVAILABLE');
+      this.finish(e.code === 'DF_ERR_INTERNAL' ? new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', `scheduling stream broke: ${st.details}`) : e);
     });
     call.write({ hello: { taskId: this.taskId, peerId: this.opts.peerId, have: [] } });
     this.armStall();
@@ -231,6 +240,8 @@ export class P2PDownload extends EventEmitter {
       res = await this.pool(a.holderAddr).request({
         path, method: 'GET', signal: this.abort.signal,
         headers: { range: `bytes=${piece.offset}-${piece.offset + piece.length - 1}` },
+        // The socket pauses as soon as a chunk waits unread (see the pause below).
+        highWaterMark: 1,
       });
     } catch (err) {
       throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr}: ${(err as Error).message}`, { cause: err });
@@ -264,6 +275,12 @@ export class P2PDownload extends EventEmitter {
         batch.push(c);
         batchBytes += c.length;
         if (batchBytes >= WRITE_BATCH_BYTES) await flush();
+        // On a slow link every read returns a few TCP segments, and each read
+        // costs a trip through the HTTP parser and this loop: most of a peer's
+        // CPU. Pausing after a small chunk lets the kernel gather more, so the
+        // next read brings tens of KiB. Fast links deliver full chunks and
+        // never pause.
+        if (c.length < SMALL_READ_BYTES && filled < piece.length) await sleep(READ_PAUSE_MS);
       }
       await flush();
     } catch (err) {

@@ -13,7 +13,6 @@ import * as path from 'node:path';
 import { createLogger } from '../common/logger';
 import { RateLimiter } from '../common/ratelimit';
 import { sendText } from '../common/file-server';
-import { SupernodeClient } from '../supernode/client';
 import { PieceUploader } from './uploader';
 import { readUploaderInfo, pidAlive, lockPath, infoPath, type TaskSidecar, SIDECAR_SUFFIX } from './uploader-files';
 
@@ -63,6 +62,7 @@ async function main(): Promise<void> {
   if (existing !== undefined) { send({ port: existing }); return; }
 
   const dataDir = path.join(args.home, 'data');
+  await leaveAll(dataDir, log, 'dead');
   let expiresAt = Date.now() + args.aliveTimeMs;
   let timer: NodeJS.Timeout | undefined;
   const uploader = new PieceUploader({
@@ -91,7 +91,7 @@ async function main(): Promise<void> {
     stopping = true;
     log.info({ why }, 'uploader stopping');
     await uploader.close();
-    await leaveAll(dataDir, log);
+    await leaveAll(dataDir, log, process.pid);
     await fs.rm(infoPath(args.home), { force: true });
     await fs.rm(lockPath(args.home), { force: true });
     process.exit(0);
@@ -111,18 +111,30 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop('SIGINT'));
 }
 
-/** Tells each task's supernode that this peer no longer serves it, and removes the data. */
-async function leaveAll(dataDir: string, log: ReturnType<typeof createLogger>): Promise<void> {
-  const names = await fs.readdir(dataDir).catch(() => [] as string[]);
-  await Promise.all(names.filter((n) => n.endsWith(SIDECAR_SUFFIX)).map(async (n) => {
-    const side = JSON.parse(await fs.readFile(path.join(dataDir, n), 'utf8').catch(() => '{}')) as Partial<TaskSidecar>;
+/**
+ * Tells each task's supernode that this peer no longer serves it, and removes
+ * the data: the tasks of uploader `owner` (this process at exit), or of any
+ * uploader that is no longer running (at start, leftovers of a crash).
+ */
+async function leaveAll(dataDir: string, log: ReturnType<typeof createLogger>, owner: number | 'dead'): Promise<void> {
+  const names = (await fs.readdir(dataDir).catch(() => [] as string[])).filter((n) => n.endsWith(SIDECAR_SUFFIX));
+  if (names.length === 0) return;
+  // gRPC is loaded only when there is someone to tell: the uploader starts light.
+  const { SupernodeClients } = await import('../supernode/client');
+  const clients = new SupernodeClients();
+  await Promise.all(names.map(async (n) => {
+    const sidePath = path.join(dataDir, n);
+    const side = JSON.parse(await fs.readFile(sidePath, 'utf8').catch(() => '{}')) as Partial<TaskSidecar>;
+    const pid = typeof side.uploaderPid === 'number' ? side.uploaderPid : 0;
+    if (owner === 'dead' ? pid !== 0 && pidAlive(pid) : pid !== owner) return;
     if (side.node && side.peerId && side.taskId) {
-      const c = new SupernodeClient(side.node);
-      await c.leave(side.peerId, side.taskId, 1_000).catch((err) => log.debug({ err: String(err) }, 'leave failed'));
-      c.close();
+      await clients.leave(side.node, side.peerId, side.taskId);
+      log.debug({ taskId: side.taskId, peerId: side.peerId }, 'left the task');
     }
+    await fs.rm(sidePath.slice(0, -SIDECAR_SUFFIX.length), { force: true });
+    await fs.rm(sidePath, { force: true });
   }));
-  await Promise.all(names.map((n) => fs.rm(path.join(dataDir, n), { force: true })));
+  clients.close();
 }
 
 main().catch((err) => {

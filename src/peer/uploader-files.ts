@@ -4,8 +4,12 @@ import * as path from 'node:path';
 
 export const SIDECAR_SUFFIX = '.meta.json';
 
-/** Written beside a task's data file, so the uploader can leave the swarm when it exits. */
-export interface TaskSidecar { taskId: string; peerId: string; node: string }
+/**
+ * Written beside a task's data file, so the uploader that serves it can leave
+ * the swarm when it exits. Each uploader acts only on its own tasks: another
+ * uploader's (one that lost its lock files, say) are not its to end.
+ */
+export interface TaskSidecar { taskId: string; peerId: string; node: string; uploaderPid: number }
 
 export const lockPath = (home: string) => path.join(home, 'uploader.lock');
 export const infoPath = (home: string) => path.join(home, 'uploader.json');

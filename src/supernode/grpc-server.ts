@@ -49,14 +49,15 @@ export function supernodeHandlers(tm: TaskManager, log: Logger, metrics: Superno
           refuse(err);
         }
       });
-      const closed = () => { if (task) { task.streamClosed(peerId); task = undefined; } };
-      call.on('end', () => { closed(); if (!call.writableEnded) call.end(); });
-      call.on('error', closed);
-      call.on('close', closed);
-      call.on('cancelled', closed);
+      const closed = (why: string) => { if (task) { task.streamClosed(peerId, why); task = undefined; } };
+      call.on('end', () => { closed('ended by the peer'); if (!call.writableEnded) call.end(); });
+      call.on('error', () => closed('error'));
+      call.on('close', () => closed('closed'));
+      call.on('cancelled', () => closed('cancelled'));
     },
 
     Leave(call: grpc.ServerUnaryCall<LeaveRequest, object>, cb: grpc.sendUnaryData<object>) {
+      log.debug({ peerId: call.request.peerId, taskId: call.request.taskId, from: call.getPeer() }, 'leave');
       tm.leave(String(call.request.peerId ?? ''), String(call.request.taskId ?? ''));
       cb(null, {});
     },

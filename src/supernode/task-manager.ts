@@ -182,10 +182,10 @@ export class TaskManager {
 
   leave(peerId: string, taskId: string): void {
     if (taskId) {
-      this.tasks.get(taskId)?.removePeer(peerId);
+      this.tasks.get(taskId)?.removePeer(peerId, 'leave');
       return;
     }
-    for (const t of this.tasks.values()) t.removePeer(peerId);
+    for (const t of this.tasks.values()) t.removePeer(peerId, 'leave');
   }
 
   close(): void {

@@ -131,17 +131,19 @@ export class Task {
   }
 
   /** The peer's stream closed: a peer that has everything stays a holder; any other leaves. */
-  streamClosed(peerId: string): void {
+  streamClosed(peerId: string, why: string): void {
     const p = this.peers.get(peerId);
     if (!p || !p.stream) return;
     p.stream = undefined;
     this.deps.metrics.peers.dec();
-    if (!p.complete) this.removePeer(peerId);
+    this.log.debug({ peerId, why, complete: p.complete }, 'scheduling stream closed');
+    if (!p.complete) this.removePeer(peerId, `stream ${why} before the peer had every piece`);
   }
 
-  removePeer(peerId: string): void {
+  removePeer(peerId: string, why: string): void {
     const p = this.peers.get(peerId);
     if (!p) return;
+    this.log.debug({ peerId, why }, 'peer left the task');
     if (p.stream) {
       this.deps.metrics.peers.dec();
       if (!p.stream.writableEnded) p.stream.end();

@@ -121,3 +121,19 @@ test('a supernode restarted between two downloads serves the second from its dis
   assert.equal(origin.bytesSent(), 8 * MiB, 'the origin sent the file more than once');
   assert.equal(metricValue(await sn2.metrics(), 'dragonfly_supernode_source_bytes_total'), 0);
 });
+
+test('a download longer than --alivetime keeps its uploader, and so its place in the swarm', async (t) => {
+  const dir = await tempDir();
+  const file = await makeRandomFile(dir, 'f.bin', 6 * MiB);
+  const origin = await startOrigin(dir);
+  t.after(() => origin.close());
+  const sn = await startSupernode(path.join(dir, 'sn'));
+  t.after(() => sn.stop());
+  const home = path.join(dir, 'home');
+  t.after(() => stopUploader(home));
+  // 6 MiB at 2 MiB/s: about 3 s, three times the alive time.
+  const r = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'out'), '--node', sn.addr, '--home', home,
+    '--ratelimit', '2M', '--alivetime', '1s', '--notbs']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(await sha256File(path.join(dir, 'out')), file.sha256);
+});
