@@ -18,10 +18,6 @@ import { SupernodeClients, type PiecesCall, type SupernodeClient } from '../supe
 
 /** Bytes of a piece gathered before they are written out together. */
 const WRITE_BATCH_BYTES = 256 * 1024;
-/** A read smaller than this means a slow link: wait READ_PAUSE_MS before the next. */
-const SMALL_READ_BYTES = 16 * 1024;
-const READ_PAUSE_MS = 8;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export interface P2PDownloadOptions {
   /** Supernodes "host:port", tried in order. */
@@ -240,8 +236,6 @@ export class P2PDownload extends EventEmitter {
       res = await this.pool(a.holderAddr).request({
         path, method: 'GET', signal: this.abort.signal,
         headers: { range: `bytes=${piece.offset}-${piece.offset + piece.length - 1}` },
-        // The socket pauses as soon as a chunk waits unread (see the pause below).
-        highWaterMark: 1,
       });
     } catch (err) {
       throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr}: ${(err as Error).message}`, { cause: err });
@@ -275,12 +269,6 @@ export class P2PDownload extends EventEmitter {
         batch.push(c);
         batchBytes += c.length;
         if (batchBytes >= WRITE_BATCH_BYTES) await flush();
-        // On a slow link every read returns a few TCP segments, and each read
-        // costs a trip through the HTTP parser and this loop: most of a peer's
-        // CPU. Pausing after a small chunk lets the kernel gather more, so the
-        // next read brings tens of KiB. Fast links deliver full chunks and
-        // never pause.
-        if (c.length < SMALL_READ_BYTES && filled < piece.length) await sleep(READ_PAUSE_MS);
       }
       await flush();
     } catch (err) {
