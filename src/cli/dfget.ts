@@ -2,14 +2,17 @@
 import * as os from 'node:os';
 import * as path from 'node:path';
 import yargs from 'yargs';
-import { SingleBar } from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
 import { DEFAULTS } from '../common/constants';
 import { parseDigest, parseMd5 } from '../common/digest';
 import { createLogger } from '../common/logger';
 import { parseNodeList } from '../common/net';
 import { parseDuration, parseRate, formatBytes } from '../common/units';
 import { parseFilter, parseHeaders, parseHttpUrl } from '../common/url';
-import { dfget, type DfgetOptions } from '../peer/dfget';
+import type { DfgetOptions } from '../peer/dfget';
+import type * as Dfget from '../peer/dfget';
+import { checkOutput } from '../peer/output';
+import { ensureUploader } from '../peer/uploader-launcher';
 import { EXIT_CODES_HELP, die, usageFailure } from './common';
 
 const PROG = 'dfget';
@@ -72,19 +75,31 @@ async function main(): Promise<void> {
   } catch (err) {
     die(PROG, err);
   }
+  try {
+    await checkOutput(opts.output);
+  } catch (err) {
+    die(PROG, err);
+  }
+  // The uploader (a process of its own) boots while the download code loads.
+  const uploader = opts.nodes.length > 0
+    ? ensureUploader({ home: opts.home, uploadRateBytesPerSec: opts.uploadRateBytesPerSec, aliveTimeMs: opts.aliveTimeMs })
+    : undefined;
+  uploader?.catch(() => undefined);
+  const { dfget } = require('../peer/dfget') as typeof Dfget;
   const logger = createLogger(PROG, a.verbose ? 'debug' : 'silent');
   const showBar = a.showbar || process.stderr.isTTY === true;
   let bar: SingleBar | undefined;
   const onProgress = showBar ? (done: number, total: number) => {
     if (!bar) {
-      bar = new SingleBar({ stream: process.stderr, format: '{bar} {percentage}% | {doneH} of {totalH}', hideCursor: true, noTTYOutput: true, notTTYSchedule: 1000 });
+      const { SingleBar: Bar } = require('cli-progress') as typeof import('cli-progress');
+      bar = new Bar({ stream: process.stderr, format: '{bar} {percentage}% | {doneH} of {totalH}', hideCursor: true, noTTYOutput: true, notTTYSchedule: 1000 });
       bar.start(total > 0 ? total : 1, 0, { doneH: formatBytes(0), totalH: total > 0 ? formatBytes(total) : '?' });
     }
     if (total > 0) bar.setTotal(total);
     bar.update(done, { doneH: formatBytes(done), totalH: total > 0 ? formatBytes(total) : '?' });
   } : undefined;
   try {
-    const r = await dfget({ ...opts, logger, onProgress });
+    const r = await dfget({ ...opts, logger, onProgress, uploader });
     bar?.stop();
     if (showBar) process.stderr.write(`${PROG}: downloaded ${formatBytes(r.length)} in ${(r.ms / 1000).toFixed(1)} s via ${r.via}\n`);
     process.exit(0);

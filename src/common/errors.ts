@@ -3,7 +3,17 @@
  * status, whether to fall back to the source); the message explains it to a
  * human. One table maps every code to its statuses.
  */
-import { status as GrpcStatus } from '@grpc/grpc-js';
+
+/**
+ * gRPC status codes (fixed by the gRPC protocol). Kept here rather than
+ * imported so that code which only needs error codes does not load gRPC.
+ */
+export const GrpcStatus = {
+  OK: 0, CANCELLED: 1, UNKNOWN: 2, INVALID_ARGUMENT: 3, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9, ABORTED: 10, OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14, DATA_LOSS: 15, UNAUTHENTICATED: 16,
+} as const;
+type GrpcStatus = (typeof GrpcStatus)[keyof typeof GrpcStatus];
 
 export interface CodeInfo {
   /** Exit code of a CLI that fails with this error. */

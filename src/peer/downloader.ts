@@ -5,9 +5,9 @@
  */
 import { EventEmitter, setMaxListeners } from 'node:events';
 import { createHash } from 'node:crypto';
-import * as fs from 'node:fs/promises';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import * as os from 'node:os';
-import { Pool } from 'undici';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { SUPERNODE_HOLDER_ID } from '../common/constants';
 import { DfError, toDfError, isErrorCode } from '../common/errors';
@@ -15,9 +15,12 @@ import type { Logger } from '../common/logger';
 import type { RateLimiter } from '../common/ratelimit';
 import type { PieceAssignment, RegisterResponse, SupernodeMessage, TaskUpdate } from '../common/proto';
 import { SupernodeClients, type PiecesCall, type SupernodeClient } from '../supernode/client';
+import { PieceClient } from './piece-client';
 
 /** Bytes of a piece gathered before they are written out together. */
 const WRITE_BATCH_BYTES = 256 * 1024;
+/** Longest silence from a holder before its piece fails, ms. */
+const PIECE_TIMEOUT_MS = 15_000;
 
 export interface P2PDownloadOptions {
   /** Supernodes "host:port", tried in order. */
@@ -66,8 +69,8 @@ export class P2PDownload extends EventEmitter {
   private client?: SupernodeClient;
   private readonly clients: SupernodeClients;
   private readonly ownClients: boolean;
-  private fh?: fs.FileHandle;
-  private readonly pools = new Map<string, Pool>();
+  private fh?: fsp.FileHandle;
+  private readonly pieces = new PieceClient();
   private readonly badHolders = new Set<string>();
   private finished = false;
   private streamClosed = false;
@@ -93,7 +96,7 @@ export class P2PDownload extends EventEmitter {
     const dataPath = opts.dataPath(res.taskId);
     const log = opts.logger.child({ taskId: res.taskId, peerId: opts.peerId });
     try {
-      this.fh = await fs.open(dataPath, 'w+');
+      this.fh = await fsp.open(dataPath, 'w+');
       this.applyLength(res.contentLength, res.pieceSize);
       await opts.onRegistered?.({ ...res, node, dataPath });
       log.debug({ node, ip, contentLength: res.contentLength, pieceSize: res.pieceSize }, 'registered');
@@ -102,7 +105,6 @@ export class P2PDownload extends EventEmitter {
         this.openStream(log);
         this.checkDone();
       });
-      await this.fh.datasync();
       return { taskId: res.taskId, contentLength: this.contentLength, dataPath, node, fromPeers: this.fromPeers, fromSupernode: this.fromSupernode };
     } finally {
       await this.cleanup();
@@ -182,15 +184,6 @@ export class P2PDownload extends EventEmitter {
     this.checkDone();
   }
 
-  private pool(addr: string): Pool {
-    let p = this.pools.get(addr);
-    if (!p) {
-      p = new Pool(`http://${addr}`, { connections: 8, pipelining: 1, headersTimeout: 15_000, bodyTimeout: 15_000, keepAliveTimeout: 30_000 });
-      this.pools.set(addr, p);
-    }
-    return p;
-  }
-
   private fetchPiece(a: PieceAssignment, log: Logger): void {
     const piece = a.piece;
     if (this.finished || !piece || this.held.has(piece.number)) return;
@@ -201,6 +194,7 @@ export class P2PDownload extends EventEmitter {
         this.held.add(piece.number);
         if (a.holderId === SUPERNODE_HOLDER_ID) this.fromSupernode += length; else this.fromPeers += length;
         this.report(piece.number, a.holderId, true, '', started);
+        log.debug({ piece: piece.number, holder: a.holderId, ms: Date.now() - started }, 'piece done');
         this.armStall();
         this.emit('piece', piece.number, piece.offset, length);
         this.checkDone();
@@ -218,9 +212,9 @@ export class P2PDownload extends EventEmitter {
   /**
    * Streams a piece from its holder to its offset in the data file, hashing
    * on the way, and resolves with its length once the sha256 matched. Memory
-   * stays at about one write batch per piece in flight, whatever the piece
-   * size. Bytes of a piece that fails are on disk but never counted as held
-   * (so never served or read); fetching the piece again overwrites them.
+   * stays at one shared read buffer, whatever the piece size and count.
+   * Bytes of a piece that fails are on disk but never counted as held (so
+   * never served or read); fetching the piece again overwrites them.
    */
   private async fetchInto(a: PieceAssignment): Promise<number> {
     const { piece } = a;
@@ -231,50 +225,37 @@ export class P2PDownload extends EventEmitter {
     const path = a.holderId === SUPERNODE_HOLDER_ID
       ? `/pieces/${this.taskId}`
       : `/pieces/${this.taskId}?peer=${encodeURIComponent(a.holderId)}`;
-    let res;
-    try {
-      res = await this.pool(a.holderAddr).request({
-        path, method: 'GET', signal: this.abort.signal,
-        headers: { range: `bytes=${piece.offset}-${piece.offset + piece.length - 1}` },
-      });
-    } catch (err) {
-      throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr}: ${(err as Error).message}`, { cause: err });
-    }
-    if (res.statusCode !== 206) {
-      res.body.resume();
-      throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr} answered HTTP ${res.statusCode}`);
-    }
     const hash = createHash('sha256');
-    const limiter = this.opts.limiter && !this.opts.limiter.unlimited ? this.opts.limiter : undefined;
+    const fd = this.fh!.fd;
     let filled = 0;
-    let batch: Buffer[] = [];
-    let batchBytes = 0;
-    let written = 0;
-    const flush = async () => {
-      if (batchBytes === 0) return;
-      const bufs = batch;
-      const n = batchBytes;
-      batch = [];
-      batchBytes = 0;
-      await this.fh!.writev(bufs, piece.offset + written);
-      written += n;
+    // Chunks are copied into a batch and written together: one syscall per
+    // WRITE_BATCH_BYTES instead of one per read.
+    const batch = Buffer.allocUnsafe(Math.min(WRITE_BATCH_BYTES, piece.length));
+    let used = 0;
+    const flush = () => {
+      if (used === 0) return;
+      fs.writeSync(fd, batch, 0, used, piece.offset + filled - used);
+      used = 0;
     };
-    try {
-      for await (const chunk of res.body) {
-        const c = chunk as Buffer;
-        if (filled + c.length > piece.length) throw new DfError('DF_ERR_PIECE_DIGEST_MISMATCH', `holder ${a.holderAddr} sent more than ${piece.length} bytes`);
-        if (limiter) await limiter.take(c.length);
-        hash.update(c);
-        filled += c.length;
-        batch.push(c);
-        batchBytes += c.length;
-        if (batchBytes >= WRITE_BATCH_BYTES) await flush();
-      }
-      await flush();
-    } catch (err) {
-      if (err instanceof DfError) throw err;
-      throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr}: ${(err as Error).message}`, { cause: err });
-    }
+    await this.pieces.fetch({
+      addr: a.holderAddr, path, offset: piece.offset, length: piece.length,
+      limiter: this.opts.limiter && !this.opts.limiter.unlimited ? this.opts.limiter : undefined,
+      signal: this.abort.signal, timeoutMs: PIECE_TIMEOUT_MS,
+      // Synchronous, straight from the read buffer, which is reused after.
+      onData: (chunk) => {
+        hash.update(chunk);
+        let at = 0;
+        while (at < chunk.length) {
+          const n = Math.min(chunk.length - at, batch.length - used);
+          chunk.copy(batch, used, at, at + n);
+          used += n;
+          at += n;
+          filled += n;
+          if (used === batch.length) flush();
+        }
+      },
+    });
+    flush();
     if (filled !== piece.length) throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr} sent ${filled} of ${piece.length} bytes`);
     if (hash.digest('hex') !== piece.sha256) {
       this.badHolders.add(a.holderId);
@@ -321,8 +302,7 @@ export class P2PDownload extends EventEmitter {
       });
     }
     call?.cancel();
-    for (const p of this.pools.values()) p.destroy().catch(() => undefined);
-    this.pools.clear();
+    this.pieces.close();
     if (this.ownClients) this.clients.close();
     this.fh?.close().catch(() => undefined);
   }

@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { request } from 'undici';
+import * as http from 'node:http';
 import { DfError } from '../common/errors';
 import { readUploaderInfo, pidAlive } from './uploader-files';
 
@@ -13,14 +13,18 @@ export interface UploaderHandle {
   keepAlive(aliveTimeMs: number): Promise<void>;
 }
 
-async function ping(port: number, aliveTimeMs: number): Promise<boolean> {
-  try {
-    const res = await request(`http://127.0.0.1:${port}/alive?ms=${Math.round(aliveTimeMs)}`, { method: 'POST', headersTimeout: 2_000, bodyTimeout: 2_000 });
-    await res.body.dump();
-    return res.statusCode === 200;
-  } catch {
-    return false;
-  }
+/** Asks the uploader on this host to stay alive; false when nobody answers. */
+function ping(port: number, aliveTimeMs: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = http.request({ host: '127.0.0.1', port, method: 'POST', path: `/alive?ms=${Math.round(aliveTimeMs)}`, timeout: 2_000 }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode === 200));
+      res.on('error', () => resolve(false));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
 }
 
 function handle(port: number, pid: number): UploaderHandle {

@@ -119,3 +119,9 @@ test('metricValue sums matching series', () => {
   assert.equal(metricValue(text, 'a_total', { holder: 'peer' }), 3);
   assert.equal(metricValue(text, 'a_total'), 7);
 });
+
+test('the gRPC status table matches grpc-js', async () => {
+  const { status } = await import('@grpc/grpc-js');
+  const { GrpcStatus } = await import('../../src/common/errors');
+  for (const [k, v] of Object.entries(GrpcStatus)) assert.equal((status as unknown as Record<string, number>)[k], v, k);
+});
