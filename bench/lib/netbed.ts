@@ -11,6 +11,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { once } from 'node:events';
+import { pidAlive } from '../../src/peer/uploader-files';
 
 export interface HostInfo { name: string; ip: string; rate: string }
 
@@ -76,14 +77,7 @@ export class ProcessTable {
   }
 }
 
-export function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
+export { pidAlive };
 
 /** SIGTERM a pid we did not spawn, SIGKILL after graceMs; resolves once it is gone. */
 export async function stopPid(pid: number, graceMs = 5_000): Promise<void> {

@@ -1,4 +1,5 @@
 /** What every CLI entry shares: one-line errors with documented exit codes, signal handling. */
+import type { Argv } from 'yargs';
 import { DfError, oneLine, toDfError } from '../common/errors';
 
 export const EXIT_CODES_HELP = [
@@ -29,6 +30,18 @@ export function usageFailure(prog: string) {
     process.stderr.write(`${prog}: DF_ERR_INVALID_ARGUMENT: ${text} (see ${prog} --help)\n`);
     process.exit(2);
   };
+}
+
+/** What every CLI's parser shares: strict flags, exit codes in --help, one-line usage errors. */
+export function finishParser<T>(y: Argv<T>, prog: string): Argv<T> {
+  return y
+    .scriptName(prog)
+    .epilog(EXIT_CODES_HELP)
+    .strict()
+    .version(false)
+    .help()
+    .wrap(Math.min(110, process.stdout.columns || 100))
+    .fail(usageFailure(prog));
 }
 
 export function onSignals(close: () => Promise<void>): void {

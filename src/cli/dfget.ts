@@ -13,13 +13,12 @@ import type { DfgetOptions } from '../peer/dfget';
 import type * as Dfget from '../peer/dfget';
 import { checkOutput } from '../peer/output';
 import { ensureUploader } from '../peer/uploader-launcher';
-import { EXIT_CODES_HELP, die, usageFailure } from './common';
+import { die, finishParser } from './common';
 
 const PROG = 'dfget';
 
 export function parseDfgetArgs(argv: string[]) {
-  return yargs(argv)
-    .scriptName(PROG)
+  return finishParser(yargs(argv), PROG)
     .usage('$0 --url URL -o FILE [options]\n\nDownloads URL to FILE through the P2P network: pieces come from other peers and the supernode, each is verified, and FILE appears only once the whole file has verified. Falls back to the source when no supernode answers, unless --notbs.')
     .option('url', { alias: 'u', type: 'string', demandOption: true, describe: 'Source URL (http or https)' })
     .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'Where to write the file; its directory must exist' })
@@ -37,12 +36,6 @@ export function parseDfgetArgs(argv: string[]) {
     .option('home', { type: 'string', default: path.join(os.homedir(), '.small-dragonfly'), describe: 'Directory for served pieces, the uploader\'s state and logs' })
     .option('showbar', { alias: 'b', type: 'boolean', default: false, describe: 'Show a progress bar even when stderr is not a terminal' })
     .option('verbose', { type: 'boolean', default: false, describe: 'Log debug details to stderr' })
-    .epilog(EXIT_CODES_HELP)
-    .strict()
-    .version(false)
-    .help()
-    .wrap(Math.min(110, process.stdout.columns || 100))
-    .fail(usageFailure(PROG))
     .parseSync();
 }
 

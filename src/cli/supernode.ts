@@ -6,7 +6,7 @@ import { createLogger } from '../common/logger';
 import { resolveAdvertiseIp } from '../common/net';
 import { parseDuration, parseSize } from '../common/units';
 import { Supernode } from '../supernode/supernode';
-import { EXIT_CODES_HELP, die, onSignals, usageFailure } from './common';
+import { die, finishParser, onSignals } from './common';
 
 const PROG = 'supernode';
 
@@ -41,8 +41,7 @@ function portOf(v: number, name: string): number {
 }
 
 export function parseSupernodeArgs(argv: string[]) {
-  return yargs(translateJavaProps(argv))
-    .scriptName(PROG)
+  return finishParser(yargs(translateJavaProps(argv)), PROG)
     .usage('$0 [options]\n\nRegisters download tasks, fetches each source once, cuts it into pieces on disk and schedules piece transfers between peers over gRPC.\nThe Java-era -Dsupernode.advertiseIp=IP (and -Dsupernode.baseHome, -Dsupernode.totalLimit, -Dserver.port) are accepted too.')
     .option('advertise-ip', { type: 'string', describe: 'Address peers dial to reach this supernode (default: the first non-loopback address)' })
     .option('port', { type: 'number', default: DEFAULTS.supernodePort, describe: 'gRPC port for peers (register, scheduling)' })
@@ -53,12 +52,6 @@ export function parseSupernodeArgs(argv: string[]) {
     .option('piece-size', { type: 'string', default: 'auto', describe: 'Piece size: auto (256 KiB to 4 MiB, about 64 pieces a file) or a size such as 4M' })
     .option('source-timeout', { type: 'string', default: '30s', describe: 'A source silent for this long fails its task' })
     .option('verbose', { type: 'boolean', default: false, describe: 'Debug logs' })
-    .epilog(EXIT_CODES_HELP)
-    .strict()
-    .version(false)
-    .help()
-    .wrap(Math.min(110, process.stdout.columns || 100))
-    .fail(usageFailure(PROG))
     .parseSync();
 }
 

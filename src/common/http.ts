@@ -1,5 +1,5 @@
 /** Shared undici plumbing: a dispatcher that follows redirects, and status checks. */
-import { Agent, interceptors, type Dispatcher } from 'undici';
+import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { DfError } from './errors';
 
 export interface SourceAgentOptions {
@@ -33,6 +33,27 @@ export function networkError(err: unknown, what: string): DfError {
     return new DfError('DF_ERR_TIMEOUT', `${what} stalled (${e.code})`, { cause: err });
   }
   return new DfError('DF_ERR_SOURCE_UNREACHABLE', `${what} unreachable: ${e?.code ?? ''} ${e?.message ?? String(err)}`.replace(/\s+/g, ' ').trim(), { cause: err });
+}
+
+/**
+ * GETs a source and checks it answered 200. Resolves with the body and the
+ * Content-Length (-1 when absent); rejects with DF_ERR_SOURCE_STATUS (and the
+ * status) or a network error code.
+ */
+export async function openSource(url: string, headers: Record<string, string>, dispatcher: Dispatcher, signal?: AbortSignal):
+  Promise<{ body: Dispatcher.ResponseData['body']; contentLength: number }> {
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await request(url, { method: 'GET', headers, dispatcher, signal });
+  } catch (err) {
+    throw networkError(err, `source ${redactUrl(url)}`);
+  }
+  if (res.statusCode !== 200) {
+    res.body.resume();
+    throw new DfError('DF_ERR_SOURCE_STATUS', `source ${redactUrl(url)} answered HTTP ${res.statusCode}`, { status: res.statusCode });
+  }
+  const len = res.headers['content-length'];
+  return { body: res.body, contentLength: typeof len === 'string' && /^\d+$/.test(len) ? Number(len) : -1 };
 }
 
 /** Drops the query string and any userinfo: what a URL may show in logs. */

@@ -1,9 +1,9 @@
 /** Back to source: fetch the URL directly, under the same rate limit, into a file. */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { DfError } from '../common/errors';
-import { networkError, redactUrl } from '../common/http';
+import { networkError, openSource, redactUrl } from '../common/http';
 import type { RateLimiter } from '../common/ratelimit';
 
 export interface BackSourceResult {
@@ -21,18 +21,8 @@ export async function fetchFromSource(opts: {
   signal?: AbortSignal;
   onBytes?: (n: number, total: number) => void;
 }): Promise<BackSourceResult> {
-  let res: Dispatcher.ResponseData;
-  try {
-    res = await request(opts.url, { method: 'GET', headers: opts.headers, dispatcher: opts.dispatcher, signal: opts.signal });
-  } catch (err) {
-    throw networkError(err, `source ${redactUrl(opts.url)}`);
-  }
-  if (res.statusCode !== 200) {
-    res.body.resume();
-    throw new DfError('DF_ERR_SOURCE_STATUS', `source ${redactUrl(opts.url)} answered HTTP ${res.statusCode}`, { status: res.statusCode });
-  }
-  const lenHeader = res.headers['content-length'];
-  const expected = typeof lenHeader === 'string' && /^\d+$/.test(lenHeader) ? Number(lenHeader) : -1;
+  const res = await openSource(opts.url, opts.headers, opts.dispatcher, opts.signal);
+  const expected = res.contentLength;
   const sha = createHash('sha256');
   const md5 = createHash('md5');
   const fh = await fs.open(opts.filePath, 'w');

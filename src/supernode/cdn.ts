@@ -6,10 +6,10 @@
 import { EventEmitter } from 'node:events';
 import { createHash, type Hash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { DfError, toDfError } from '../common/errors';
 import { DEFAULTS } from '../common/constants';
-import { networkError, redactUrl } from '../common/http';
+import { networkError, openSource, redactUrl } from '../common/http';
 import type { RateLimiter } from '../common/ratelimit';
 import type { Logger } from '../common/logger';
 
@@ -86,23 +86,8 @@ export class SourceFetch extends EventEmitter {
   private async run(): Promise<void> {
     const { opts } = this;
     const log = opts.logger;
-    let res: Dispatcher.ResponseData;
-    try {
-      res = await request(opts.url, {
-        method: 'GET',
-        headers: opts.headers,
-        dispatcher: opts.dispatcher,
-        signal: this.abort.signal,
-      });
-    } catch (err) {
-      throw networkError(err, `source ${redactUrl(opts.url)}`);
-    }
-    if (res.statusCode !== 200) {
-      res.body.resume();
-      throw new DfError('DF_ERR_SOURCE_STATUS', `source ${redactUrl(opts.url)} answered HTTP ${res.statusCode}`, { status: res.statusCode });
-    }
-    const lenHeader = res.headers['content-length'];
-    const contentLength = typeof lenHeader === 'string' && /^\d+$/.test(lenHeader) ? Number(lenHeader) : -1;
+    const res = await openSource(opts.url, opts.headers, opts.dispatcher, this.abort.signal);
+    const { contentLength } = res;
     const pieceSize = opts.pieceSize === 'auto' ? autoPieceSize(contentLength) : opts.pieceSize;
     this.contentLength = contentLength;
     this.pieceSize = pieceSize;

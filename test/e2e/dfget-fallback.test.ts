@@ -3,8 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import { makeRandomFile, sha256File, startOrigin, tempDir } from '../helpers/origin';
-import { runCli, startSupernode, stopUploader } from '../helpers/procs';
+import { sha256File } from '../helpers/origin';
+import { fixture, runCli } from '../helpers/procs';
 
 const MiB = 1024 * 1024;
 
@@ -21,14 +21,8 @@ async function leftovers(dir: string, name: string): Promise<string[]> {
 }
 
 test('--ratelimit 8M on a 32 MiB download takes at least 3.6 s, through P2P and from the source', async (t) => {
-  const dir = await tempDir();
-  const file = await makeRandomFile(dir, 'f.bin', 32 * MiB);
-  const origin = await startOrigin(dir);
-  t.after(() => origin.close());
-  const sn = await startSupernode(path.join(dir, 'sn'));
-  t.after(() => sn.stop());
-  const home = path.join(dir, 'home');
-  t.after(() => stopUploader(home));
+  const { dir, file, origin, sn, home: peerHome } = await fixture(t, 32 * MiB);
+  const home = peerHome('home');
 
   const p2p = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'a'), '--node', sn.addr, '--home', home, '--ratelimit', '8M', '--notbs']);
   assert.equal(p2p.code, 0, p2p.stderr);
@@ -41,15 +35,10 @@ test('--ratelimit 8M on a 32 MiB download takes at least 3.6 s, through P2P and 
 });
 
 test('supernode stopped: dfget completes from the source; with --notbs it fails with one line', async (t) => {
-  const dir = await tempDir();
-  const file = await makeRandomFile(dir, 'f.bin', 4 * MiB);
-  const origin = await startOrigin(dir);
-  t.after(() => origin.close());
-  const sn = await startSupernode(path.join(dir, 'sn'));
+  const { dir, file, origin, sn, home: peerHome } = await fixture(t, 4 * MiB);
   const addr = sn.addr;
   await sn.stop();
-  const home = path.join(dir, 'home');
-  t.after(() => stopUploader(home));
+  const home = peerHome('home');
 
   const ok = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'out'), '--node', addr, '--home', home]);
   assert.equal(ok.code, 0, ok.stderr);
@@ -62,12 +51,8 @@ test('supernode stopped: dfget completes from the source; with --notbs it fails 
 });
 
 test('a source that fails or stalls mid-way leaves no file behind', async (t) => {
-  const dir = await tempDir();
-  await makeRandomFile(dir, 'f.bin', 4 * MiB);
-  const origin = await startOrigin(dir);
-  t.after(() => origin.close());
-  const home = path.join(dir, 'home');
-  t.after(() => stopUploader(home));
+  const { dir, origin, home: peerHome } = await fixture(t, 4 * MiB, { supernode: false });
+  const home = peerHome('home');
 
   origin.faults.status = 503;
   const r5 = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'o5'), '--node', '127.0.0.1:1', '--home', home]);
@@ -84,12 +69,8 @@ test('a source that fails or stalls mid-way leaves no file behind', async (t) =>
 });
 
 test('bad input: one line, a documented exit code, no stack trace, no file', async (t) => {
-  const dir = await tempDir();
-  await makeRandomFile(dir, 'f.bin', 1024);
-  const origin = await startOrigin(dir);
-  t.after(() => origin.close());
-  const home = path.join(dir, 'home');
-  t.after(() => stopUploader(home));
+  const { dir, origin, home: peerHome } = await fixture(t, 1024, { supernode: false });
+  const home = peerHome('home');
   const base = ['--node', '127.0.0.1:1', '--home', home];
   const cases: Array<{ name: string; args: string[]; code: number; re: RegExp; out: string }> = [
     { name: 'invalid --ratelimit', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r1'), '--ratelimit', 'fast'], code: 2, re: /DF_ERR_INVALID_ARGUMENT: invalid --ratelimit/, out: 'r1' },

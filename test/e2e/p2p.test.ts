@@ -11,23 +11,16 @@ import type { AddressInfo } from 'node:net';
 import { metricValue } from '../../src/common/metrics';
 import { SupernodeClient } from '../../src/supernode/client';
 import { DEFAULT_SCHEDULER_OPTIONS } from '../../src/supernode/scheduler';
-import { makeRandomFile, sha256File, startOrigin, tempDir } from '../helpers/origin';
-import { runCli, startSupernode, stopUploader } from '../helpers/procs';
+import { sha256File } from '../helpers/origin';
+import { fixture, runCli, startSupernode, stopUploader } from '../helpers/procs';
 
 const MiB = 1024 * 1024;
 
 test('6 peers share one 64 MiB file: every copy verifies, the origin sends it about once, pieces move peer to peer', async (t) => {
-  const dir = await tempDir();
-  const file = await makeRandomFile(dir, 'big.bin', 64 * MiB);
-  const origin = await startOrigin(dir);
-  t.after(() => origin.close());
-  const sn = await startSupernode(path.join(dir, 'sn'));
-  t.after(() => sn.stop());
-
-  const homes = Array.from({ length: 6 }, (_, i) => path.join(dir, `peer${i}`));
-  t.after(() => Promise.all(homes.map((h) => stopUploader(h))));
+  const { dir, file, origin, sn, home } = await fixture(t, 64 * MiB);
+  const homes = Array.from({ length: 6 }, (_, i) => home(`peer${i}`));
   const results = await Promise.all(homes.map((home, i) => runCli('dfget', [
-    '--url', origin.url('big.bin'), '-o', path.join(dir, `out${i}`), '--node', sn.addr,
+    '--url', origin.url('f.bin'), '-o', path.join(dir, `out${i}`), '--node', sn.addr,
     '--home', home, '--ratelimit', '500M', '--alivetime', '1m', '--notbs',
   ])));
   for (const r of results) assert.equal(r.code, 0, r.stderr);
@@ -42,15 +35,10 @@ test('6 peers share one 64 MiB file: every copy verifies, the origin sends it ab
 });
 
 test('a peer that serves corrupt bytes is avoided and the file is still correct', async (t) => {
-  const dir = await tempDir();
-  const file = await makeRandomFile(dir, 'f.bin', 16 * MiB);
-  const origin = await startOrigin(dir);
-  t.after(() => origin.close());
-  const sn = await startSupernode(path.join(dir, 'sn'));
-  t.after(() => sn.stop());
+  const { dir, file, origin, sn, home: peerHome } = await fixture(t, 16 * MiB);
 
   // Warm the supernode's cache with a first download, then let that peer leave.
-  const warm = path.join(dir, 'warm');
+  const warm = peerHome('warm');
   const w = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'warm.out'), '--node', sn.addr, '--home', warm, '--ratelimit', '500M', '--notbs']);
   assert.equal(w.code, 0, w.stderr);
   await stopUploader(warm);
@@ -80,8 +68,7 @@ test('a peer that serves corrupt bytes is avoided and the file is still correct'
   call.write({ hello: { taskId: reg.taskId, peerId: 'evil-peer', have: Array.from({ length: reg.pieceCount }, (_, i) => i) } });
   await firstUpdate;
 
-  const home = path.join(dir, 'victim');
-  t.after(() => stopUploader(home));
+  const home = peerHome('victim');
   const r = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'out'), '--node', sn.addr, '--home', home, '--ratelimit', '500M', '--notbs']);
   assert.equal(r.code, 0, r.stderr);
   assert.equal(await sha256File(path.join(dir, 'out')), file.sha256);
@@ -97,15 +84,11 @@ test('a peer that serves corrupt bytes is avoided and the file is still correct'
 });
 
 test('a supernode restarted between two downloads serves the second from its disk cache', async (t) => {
-  const dir = await tempDir();
-  const file = await makeRandomFile(dir, 'f.bin', 8 * MiB);
-  const origin = await startOrigin(dir);
-  t.after(() => origin.close());
+  const { dir, file, origin, home } = await fixture(t, 8 * MiB, { supernode: false });
   const snHome = path.join(dir, 'sn');
 
   const sn1 = await startSupernode(snHome);
-  const h1 = path.join(dir, 'p1');
-  t.after(() => stopUploader(h1));
+  const h1 = home('p1');
   const r1 = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'o1'), '--node', sn1.addr, '--home', h1, '--ratelimit', '500M', '--notbs']);
   assert.equal(r1.code, 0, r1.stderr);
   await sn1.stop();
@@ -113,8 +96,7 @@ test('a supernode restarted between two downloads serves the second from its dis
 
   const sn2 = await startSupernode(snHome);
   t.after(() => sn2.stop());
-  const h2 = path.join(dir, 'p2');
-  t.after(() => stopUploader(h2));
+  const h2 = home('p2');
   const r2 = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'o2'), '--node', sn2.addr, '--home', h2, '--ratelimit', '500M', '--notbs']);
   assert.equal(r2.code, 0, r2.stderr);
   assert.equal(await sha256File(path.join(dir, 'o2')), file.sha256);
@@ -123,14 +105,8 @@ test('a supernode restarted between two downloads serves the second from its dis
 });
 
 test('a download longer than --alivetime keeps its uploader, and so its place in the swarm', async (t) => {
-  const dir = await tempDir();
-  const file = await makeRandomFile(dir, 'f.bin', 6 * MiB);
-  const origin = await startOrigin(dir);
-  t.after(() => origin.close());
-  const sn = await startSupernode(path.join(dir, 'sn'));
-  t.after(() => sn.stop());
-  const home = path.join(dir, 'home');
-  t.after(() => stopUploader(home));
+  const { dir, file, origin, sn, home: peerHome } = await fixture(t, 6 * MiB);
+  const home = peerHome('home');
   // 6 MiB at 2 MiB/s: about 3 s, three times the alive time.
   const r = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'out'), '--node', sn.addr, '--home', home,
     '--ratelimit', '2M', '--alivetime', '1s', '--notbs']);

@@ -3,7 +3,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { request } from 'undici';
+import type { TestContext } from 'node:test';
 import { stopUploader } from '../../src/peer/uploader-launcher';
+import { makeRandomFile, startOrigin, tempDir, type Origin } from './origin';
 
 export const DIST = path.resolve(__dirname, '..', '..');
 export const CLI = (name: string) => path.join(DIST, 'src', 'cli', `${name}.js`);
@@ -86,3 +88,42 @@ export async function startSupernode(homeDir: string, extra: string[] = []): Pro
 }
 
 export { stopUploader };
+
+export interface Fixture {
+  dir: string;
+  file: { path: string; sha256: string };
+  origin: Origin;
+  /** Present when asked for. */
+  sn: SupernodeProc;
+  /** A peer home under dir, whose uploader is stopped when the test ends. */
+  home: (name: string) => string;
+}
+
+/**
+ * The usual set-up of a P2P test: a temp dir, a random file of `bytes`, an
+ * origin serving it as /f.bin, a supernode (unless `supernode: false`), each
+ * torn down when the test ends.
+ */
+export async function fixture(t: TestContext, bytes: number, opts: { supernode?: boolean } = {}): Promise<Fixture> {
+  const dir = await tempDir();
+  const file = await makeRandomFile(dir, 'f.bin', bytes);
+  const origin = await startOrigin(dir);
+  t.after(() => origin.close());
+  let sn: SupernodeProc | undefined;
+  if (opts.supernode !== false) {
+    sn = await startSupernode(path.join(dir, 'sn'));
+    t.after(() => sn!.stop());
+  }
+  return {
+    dir, file, origin,
+    get sn(): SupernodeProc {
+      if (!sn) throw new Error('fixture started without a supernode');
+      return sn;
+    },
+    home: (name: string) => {
+      const h = path.join(dir, name);
+      t.after(() => stopUploader(h));
+      return h;
+    },
+  };
+}
