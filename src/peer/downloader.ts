@@ -13,7 +13,7 @@ import { SUPERNODE_HOLDER_ID } from '../common/constants';
 import { DfError, toDfError, isErrorCode } from '../common/errors';
 import type { Logger } from '../common/logger';
 import type { RateLimiter } from '../common/ratelimit';
-import type { PieceAssignment, RegisterResponse, SupernodeMessage, TaskUpdate } from '../common/proto';
+import type { PieceAssignment, RegisterRequest, RegisterResponse, SupernodeMessage, TaskUpdate } from '../common/proto';
 import { SupernodeClients, type PiecesCall, type SupernodeClient } from '../supernode/client';
 import { PieceClient } from './piece-client';
 
@@ -22,16 +22,10 @@ const WRITE_BATCH_BYTES = 256 * 1024;
 /** Longest silence from a holder before its piece fails, ms. */
 const PIECE_TIMEOUT_MS = 15_000;
 
-export interface P2PDownloadOptions {
+/** What the download registers with (see RegisterRequest in the proto), and how it runs. */
+export interface P2PDownloadOptions extends Pick<RegisterRequest, 'url' | 'headers' | 'filter' | 'identifier' | 'expectedDigest' | 'peerId'> {
   /** Supernodes "host:port", tried in order. */
   nodes: string[];
-  url: string;
-  headers: Record<string, string>;
-  filter: string[];
-  identifier: string;
-  /** "sha256:<hex>" or "". */
-  expectedDigest: string;
-  peerId: string;
   /** Port of this host's piece server. */
   uploadPort: number;
   /** Where pieces are written; created when the task is known. */

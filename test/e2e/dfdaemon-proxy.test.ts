@@ -639,7 +639,7 @@ test('TLS upstream: refused by default, accepted with insecure or with its CA in
     t.skip(`openssl cannot make a test certificate: ${gen.error?.message ?? gen.stderr}`);
     return;
   }
-  const tls = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (req, res) => json(res, 200, '{}'));
+  const tls = createHttpsServer({ key: readFileSync(key), cert: readFileSync(cert) }, (_req, res) => json(res, 200, '{}'));
   await new Promise<void>((r) => tls.listen(0, '127.0.0.1', r));
   t.after(() => { tls.closeAllConnections(); tls.close(); });
   const remote = `https://127.0.0.1:${(tls.address() as AddressInfo).port}`;

@@ -348,10 +348,9 @@ class Model {
     this.uploads.set(id, 0);
   }
   remove(id: string): void {
-    for (const [p, h] of this.inflight.get(id) ?? []) this.uploads.set(h, (this.uploads.get(h) ?? 1) - 1);
-    for (const [q, m] of this.inflight) {
+    for (const h of (this.inflight.get(id) ?? new Map<number, string>()).values()) this.uploads.set(h, (this.uploads.get(h) ?? 1) - 1);
+    for (const m of this.inflight.values()) {
       for (const [p, h] of m) if (h === id) m.delete(p);
-      void q;
     }
     this.have.delete(id);
     this.inflight.delete(id);
