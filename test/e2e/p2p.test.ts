@@ -113,3 +113,17 @@ test('a download longer than --alivetime keeps its uploader, and so its place in
   assert.equal(r.code, 0, r.stderr);
   assert.equal(await sha256File(path.join(dir, 'out')), file.sha256);
 });
+
+test('--max-bandwidth caps what the supernode pulls from the source', async (t) => {
+  const { dir, file, origin } = await fixture(t, 8 * MiB, { supernode: false });
+  const sn = await startSupernode(path.join(dir, 'sn'), ['--max-bandwidth', '4M']);
+  t.after(() => sn.stop());
+  const home = path.join(dir, 'home');
+  t.after(() => stopUploader(home));
+  // The peer may go at 500 MiB/s; the source fetch behind it may not: 8 MiB at 4 MiB/s is 2 s.
+  const r = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'out'), '--node', sn.addr, '--home', home,
+    '--ratelimit', '500M', '--notbs']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.ms >= 1800, `the source fetch was not capped: ${r.ms} ms`);
+  assert.equal(await sha256File(path.join(dir, 'out')), file.sha256);
+});
