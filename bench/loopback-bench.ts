@@ -17,11 +17,8 @@ import { taskIdFor } from '../src/common/url';
 import { metricValue } from '../src/common/metrics';
 import { makeRandomFile, sha256File, startOrigin, tempDir } from '../test/helpers/origin';
 import { CLI, startSupernode, stopUploader } from '../test/helpers/procs';
+import { arg, runMain } from './lib/cli';
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
-}
 
 interface Timed { ms: number; code: number | null; peakRssBytes: number; cpuSec: number }
 
@@ -130,7 +127,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+runMain(main);

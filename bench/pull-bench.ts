@@ -14,11 +14,8 @@ import {
   skopeoPulledDigests, startCountingProxy, startRegistry, writeRegistriesConf,
 } from '../test/helpers/registry';
 import { startDfdaemon, startSupernode } from '../test/helpers/procs';
+import { arg, runMain } from './lib/cli';
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
-}
 const median = (xs: number[]) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor((s.length - 1) / 2)]; };
 const MiB = 1024 * 1024;
 
@@ -96,7 +93,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+runMain(main);

@@ -11,11 +11,8 @@ import { parseSize } from '../src/common/units';
 import { SupernodeClient, type PiecesCall } from '../src/supernode/client';
 import { makeRandomFile, startOrigin, tempDir } from '../test/helpers/origin';
 import { startSupernode } from '../test/helpers/procs';
+import { arg, runMain } from './lib/cli';
 
-function arg(name: string, def: string): string {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1] : def;
-}
 
 async function rssMB(pid: number): Promise<{ rss: number; hwm: number }> {
   const s = await fsp.readFile(`/proc/${pid}/status`, 'utf8');
@@ -70,7 +67,4 @@ async function main(): Promise<void> {
   }
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+runMain(main);

@@ -12,6 +12,7 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync } from 'node:fs';
 import { once } from 'node:events';
 import { pidAlive } from '../../src/peer/uploader-files';
+import { stopChild } from '../../test/helpers/registry';
 
 export interface HostInfo { name: string; ip: string; rate: string }
 
@@ -47,16 +48,8 @@ export class ProcessTable {
   }
 
   /** SIGTERM, then SIGKILL after graceMs; resolves when the child has exited. */
-  async stop(child: ChildProcess, graceMs = 5_000): Promise<void> {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    const exited = once(child, 'exit');
-    child.kill('SIGTERM');
-    const t = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    try {
-      await exited;
-    } finally {
-      clearTimeout(t);
-    }
+  stop(child: ChildProcess, graceMs = 5_000): Promise<void> {
+    return stopChild(child, graceMs);
   }
 
   /** Stops every child still running (persistent ones too when `all`), politely first. */

@@ -101,7 +101,7 @@ function track(child: ChildProcess): void {
 }
 
 /** SIGTERM, then SIGKILL if the process has not exited after graceMs. Resolves once it has exited. */
-async function stopChild(child: ChildProcess, graceMs = 5_000): Promise<void> {
+export async function stopChild(child: ChildProcess, graceMs = 5_000): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, 'exit');
   child.kill('SIGTERM');
