@@ -12,7 +12,6 @@ import { parseFilter, parseHeaders, parseHttpUrl } from '../common/url';
 import type { DfgetOptions } from '../peer/dfget';
 import type * as Dfget from '../peer/dfget';
 import { checkOutput } from '../peer/output';
-import { ensureUploader } from '../peer/uploader-launcher';
 import { die, finishParser } from './common';
 
 const PROG = 'dfget';
@@ -73,11 +72,6 @@ async function main(): Promise<void> {
   } catch (err) {
     die(PROG, err);
   }
-  // The uploader (a process of its own) boots while the download code loads.
-  const uploader = opts.nodes.length > 0
-    ? ensureUploader({ home: opts.home, uploadRateBytesPerSec: opts.uploadRateBytesPerSec, aliveTimeMs: opts.aliveTimeMs })
-    : undefined;
-  uploader?.catch(() => undefined);
   const { dfget } = require('../peer/dfget') as typeof Dfget;
   const logger = createLogger(PROG, a.verbose ? 'debug' : 'silent');
   const showBar = a.showbar || process.stderr.isTTY === true;
@@ -92,7 +86,7 @@ async function main(): Promise<void> {
     bar.update(done, { doneH: formatBytes(done), totalH: total > 0 ? formatBytes(total) : '?' });
   } : undefined;
   try {
-    const r = await dfget({ ...opts, logger, onProgress, uploader });
+    const r = await dfget({ ...opts, logger, onProgress });
     bar?.stop();
     if (showBar) process.stderr.write(`${PROG}: downloaded ${formatBytes(r.length)} in ${(r.ms / 1000).toFixed(1)} s via ${r.via}\n`);
     process.exit(0);

@@ -49,7 +49,7 @@ export function parseSupernodeArgs(argv: string[]) {
     .option('listen', { type: 'string', default: '0.0.0.0', describe: 'Address both ports listen on' })
     .option('home-dir', { type: 'string', default: DEFAULTS.supernodeHomeDir, describe: 'Cache directory: pieces (repo/) and task metadata (meta/)' })
     .option('max-bandwidth', { type: 'string', default: '200M', describe: 'Cap on bytes/s pulled from sources, all tasks together (K, M, G = KiB, MiB, GiB; 0 = unlimited)' })
-    .option('piece-size', { type: 'string', default: 'auto', describe: 'Piece size: auto (256 KiB to 4 MiB, about 64 pieces a file) or a size such as 4M' })
+    .option('piece-size', { type: 'string', default: 'auto', describe: 'Piece size: auto (256 KiB to 4 MiB, about 256 pieces a file) or a size such as 4M' })
     .option('source-timeout', { type: 'string', default: '30s', describe: 'A source silent for this long fails its task' })
     .option('verbose', { type: 'boolean', default: false, describe: 'Debug logs' })
     .parseSync();

@@ -9,7 +9,7 @@ export const DEFAULTS = {
   minPieceSizeBytes: 256 * 1024,
   maxPieceSizeBytes: 4 * 1024 * 1024,
   /** auto aims at about this many pieces per file. */
-  autoPieceTarget: 64,
+  autoPieceTarget: 256,
   /** Piece size when the source does not tell its length, bytes. */
   unknownLengthPieceSizeBytes: 4 * 1024 * 1024,
 

@@ -18,7 +18,7 @@ import { P2PDownload } from './downloader';
 import type * as BackSource from './backsource';
 import type * as Http from '../common/http';
 import { dataFilePath } from './uploader';
-import { ensureUploader, type UploaderHandle } from './uploader-launcher';
+import { ensureUploader, findUploader, type UploaderHandle } from './uploader-launcher';
 import { checkOutput } from './output';
 import { SIDECAR_SUFFIX, type TaskSidecar } from './uploader-files';
 import { SupernodeClients } from '../supernode/client';
@@ -43,8 +43,6 @@ export interface DfgetOptions {
   logger: Logger;
   /** Progress: bytes done, total (-1 unknown). */
   onProgress?: (done: number, total: number) => void;
-  /** This host's uploader, when the caller already started looking for it. */
-  uploader?: Promise<UploaderHandle>;
 }
 
 export interface DfgetResult {
@@ -153,38 +151,64 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
 
 async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log: Logger, tmp: string,
   setCurrent: (d: P2PDownload) => void): Promise<number> {
-  let uploader: UploaderHandle;
-  try {
-    uploader = await (opts.uploader ?? ensureUploader({ home: opts.home, uploadRateBytesPerSec: opts.uploadRateBytesPerSec, aliveTimeMs: opts.aliveTimeMs }));
-  } catch (err) {
-    throw new DfError('DF_ERR_P2P_FAILED', `cannot serve pieces: ${toDfError(err).message}`, { cause: err });
-  }
-  log.debug({ port: uploader.port }, 'uploader ready');
   const dataDir = path.join(opts.home, 'data');
   // While we download, the uploader holds a lease of two ping periods beyond
   // --alivetime, so it cannot expire (and leave the swarm) under our feet
   // however short --alivetime is; at the end it gets exactly --alivetime.
   const pingMs = Math.min(30_000, Math.max(1_000, opts.aliveTimeMs / 2));
-  await uploader.keepAlive(opts.aliveTimeMs + 2 * pingMs);
-  const keepAlive = setInterval(() => void uploader.keepAlive(opts.aliveTimeMs + 2 * pingMs), pingMs);
-  keepAlive.unref();
+  const leaseMs = opts.aliveTimeMs + 2 * pingMs;
+  let keepAlive: NodeJS.Timeout | undefined;
+  let ended = false;
+  const holdLease = (u: UploaderHandle) => {
+    if (ended) return;
+    keepAlive = setInterval(() => void u.keepAlive(leaseMs), pingMs);
+    keepAlive.unref();
+  };
+  // An uploader this home already runs (an earlier dfget's) serves our pieces
+  // from the start. Otherwise one starts once the supernode has accepted us:
+  // its start-up then runs beside the download instead of delaying the
+  // registration, and the supernode learns its port when it is up.
+  let uploader = await findUploader(opts.home, leaseMs);
+  await fsp.mkdir(dataDir, { recursive: true });
+  if (uploader) holdLease(uploader);
+  let uploaderStart: Promise<UploaderHandle> | undefined;
   let sidecar: string | undefined;
   let registeredNode: string | undefined;
   let dataPath: string | undefined;
   let done = 0;
+  // Written once the uploader is known: an uploader starting up clears the
+  // sidecars of uploaders that are gone, and must not take ours for one.
+  const writeSidecar = async (u: UploaderHandle, taskId: string) => {
+    const side: TaskSidecar = { taskId, peerId, node: registeredNode!, uploaderPid: u.pid };
+    await fsp.writeFile(sidecar!, JSON.stringify(side));
+  };
   const clients = new SupernodeClients();
-  const d = new P2PDownload({
+  const d: P2PDownload = new P2PDownload({
     nodes: opts.nodes, url: opts.url, headers: opts.headers, filter: opts.filter, identifier: opts.identifier,
     expectedDigest: opts.sha256 ? `sha256:${opts.sha256}` : '',
-    peerId, uploadPort: uploader.port,
+    peerId, uploadPort: uploader?.port ?? 0,
     dataPath: (taskId) => dataFilePath(dataDir, taskId, peerId),
     limiter, logger: log, connectTimeoutMs: DEFAULTS.supernodeConnectTimeoutMs, clients,
     onRegistered: async (info) => {
       registeredNode = info.node;
       dataPath = info.dataPath;
       sidecar = info.dataPath + SIDECAR_SUFFIX;
-      const side: TaskSidecar = { taskId: info.taskId, peerId, node: info.node, uploaderPid: uploader.pid };
-      await fsp.writeFile(sidecar, JSON.stringify(side));
+      if (uploader) {
+        await writeSidecar(uploader, info.taskId);
+        return;
+      }
+      uploaderStart = ensureUploader({ home: opts.home, uploadRateBytesPerSec: opts.uploadRateBytesPerSec, aliveTimeMs: leaseMs })
+        .then(async (u) => {
+          uploader = u;
+          holdLease(u);
+          await writeSidecar(u, info.taskId);
+          log.debug({ port: u.port }, 'uploader ready');
+          d.serving(u.port);
+          return u;
+        });
+      uploaderStart.catch((err) => {
+        d.cancel(new DfError('DF_ERR_P2P_FAILED', `cannot serve pieces: ${toDfError(err).message}`, { cause: err }));
+      });
     },
   });
   setCurrent(d);
@@ -195,14 +219,23 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
     await copyVerified(opts, r.dataPath, tmp);
     return r.contentLength;
   } catch (err) {
-    // Nothing of a failed download stays to be served.
+    // Nothing of a failed download stays to be served (once the uploader
+    // start, if any, has settled and cannot write a sidecar after us).
+    await uploaderStart?.catch(() => undefined);
     if (dataPath) await fsp.rm(dataPath, { force: true });
     if (sidecar) await fsp.rm(sidecar, { force: true });
     if (registeredNode && d.taskId) await clients.leave(registeredNode, peerId, d.taskId);
     throw err;
   } finally {
     clients.close();
-    clearInterval(keepAlive);
-    await uploader.keepAlive(opts.aliveTimeMs);
+    // A small file can be done before a new uploader is up: wait for it, so
+    // this host serves the file after we exit.
+    const u = uploader ?? await uploaderStart?.catch((err) => {
+      log.warn({ err: toDfError(err).message }, 'the uploader did not start: this host will not serve the file');
+      return undefined;
+    });
+    ended = true;
+    if (keepAlive) clearInterval(keepAlive);
+    await u?.keepAlive(opts.aliveTimeMs);
   }
 }

@@ -19,6 +19,9 @@ import { PieceClient } from './piece-client';
 
 /** Bytes of a piece gathered before they are written out together. */
 const WRITE_BATCH_BYTES = 256 * 1024;
+/** Write batches of finished pieces, reused by the next ones (fresh memory costs page faults). */
+const freeBatches: Buffer[] = [];
+const MAX_FREE_BATCHES = 16;
 /** Longest silence from a holder before its piece fails, ms. */
 const PIECE_TIMEOUT_MS = 15_000;
 
@@ -26,7 +29,7 @@ const PIECE_TIMEOUT_MS = 15_000;
 export interface P2PDownloadOptions extends Pick<RegisterRequest, 'url' | 'headers' | 'filter' | 'identifier' | 'expectedDigest' | 'peerId'> {
   /** Supernodes "host:port", tried in order. */
   nodes: string[];
-  /** Port of this host's piece server. */
+  /** Port of this host's piece server; 0 while it starts (announce it with serving()). */
   uploadPort: number;
   /** Where pieces are written; created when the task is known. */
   dataPath: (taskId: string) => string;
@@ -73,6 +76,8 @@ export class P2PDownload extends EventEmitter {
   private fromPeers = 0;
   private fromSupernode = 0;
   private readonly abort = new AbortController();
+  /** Port of the piece server announced after registering, once the stream is open. */
+  private servingPort = 0;
 
   constructor(private readonly opts: P2PDownloadOptions) {
     super();
@@ -103,6 +108,20 @@ export class P2PDownload extends EventEmitter {
     } finally {
       await this.cleanup();
     }
+  }
+
+  /**
+   * This host's piece server is up (the download registered with port 0):
+   * tells the supernode, which then lets other peers fetch from it.
+   */
+  serving(port: number): void {
+    if (this.opts.uploadPort > 0 || this.servingPort > 0) return;
+    this.servingPort = port;
+    this.sendServing();
+  }
+
+  private sendServing(): void {
+    if (this.servingPort > 0 && this.call && !this.call.writableEnded) this.call.write({ serving: { peerPort: this.servingPort } });
   }
 
   /** Stops the download; run() rejects with the given error. */
@@ -165,6 +184,7 @@ export class P2PDownload extends EventEmitter {
       this.finish(e.code === 'DF_ERR_INTERNAL' ? new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', `scheduling stream broke: ${st.details}`) : e);
     });
     call.write({ hello: { taskId: this.taskId, peerId: this.opts.peerId, have: [] } });
+    this.sendServing();
     this.armStall();
   }
 
@@ -224,32 +244,38 @@ export class P2PDownload extends EventEmitter {
     let filled = 0;
     // Chunks are copied into a batch and written together: one syscall per
     // WRITE_BATCH_BYTES instead of one per read.
-    const batch = Buffer.allocUnsafe(Math.min(WRITE_BATCH_BYTES, piece.length));
+    const batch = freeBatches.pop() ?? Buffer.allocUnsafeSlow(WRITE_BATCH_BYTES);
+    const batchBytes = Math.min(WRITE_BATCH_BYTES, piece.length);
     let used = 0;
     const flush = () => {
       if (used === 0) return;
       fs.writeSync(fd, batch, 0, used, piece.offset + filled - used);
       used = 0;
     };
-    await this.pieces.fetch({
-      addr: a.holderAddr, path, offset: piece.offset, length: piece.length,
-      limiter: this.opts.limiter && !this.opts.limiter.unlimited ? this.opts.limiter : undefined,
-      signal: this.abort.signal, timeoutMs: PIECE_TIMEOUT_MS,
-      // Synchronous, straight from the read buffer, which is reused after.
-      onData: (chunk) => {
-        hash.update(chunk);
-        let at = 0;
-        while (at < chunk.length) {
-          const n = Math.min(chunk.length - at, batch.length - used);
-          chunk.copy(batch, used, at, at + n);
-          used += n;
-          at += n;
-          filled += n;
-          if (used === batch.length) flush();
-        }
-      },
-    });
-    flush();
+    try {
+      await this.pieces.fetch({
+        addr: a.holderAddr, path, offset: piece.offset, length: piece.length,
+        limiter: this.opts.limiter && !this.opts.limiter.unlimited ? this.opts.limiter : undefined,
+        signal: this.abort.signal, timeoutMs: PIECE_TIMEOUT_MS,
+        // Synchronous, straight from the read buffer, which is reused after.
+        onData: (chunk) => {
+          hash.update(chunk);
+          let at = 0;
+          while (at < chunk.length) {
+            const n = Math.min(chunk.length - at, batchBytes - used);
+            chunk.copy(batch, used, at, at + n);
+            used += n;
+            at += n;
+            filled += n;
+            if (used === batchBytes) flush();
+          }
+        },
+      });
+      flush();
+    } finally {
+      // Writes are synchronous, so nothing refers to the batch any more.
+      if (freeBatches.length < MAX_FREE_BATCHES) freeBatches.push(batch);
+    }
     if (filled !== piece.length) throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr} sent ${filled} of ${piece.length} bytes`);
     if (hash.digest('hex') !== piece.sha256) {
       this.badHolders.add(a.holderId);

@@ -61,11 +61,13 @@ class Exchange {
     this.gotBytes = true;
     let body = data;
     if (this.head !== null) {
-      const head = Buffer.concat([this.head, data]);
+      // Usually the whole head is in the first read: no copy of the body then.
+      const head = this.head.length === 0 ? data : Buffer.concat([this.head, data]);
       const end = head.indexOf('\r\n\r\n');
       if (end < 0) {
         if (head.length > MAX_HEAD_BYTES) throw this.protocol('response head too large');
-        this.head = head;
+        // Kept past this read: copy it out of the shared read buffer.
+        this.head = Buffer.from(head);
         return;
       }
       this.parseHead(head.subarray(0, end).toString('latin1'));

@@ -34,9 +34,16 @@ function handle(port: number, pid: number): UploaderHandle {
   };
 }
 
+/** This home's running uploader, asked to stay for aliveTimeMs; undefined when none answers. */
+export async function findUploader(home: string, aliveTimeMs: number): Promise<UploaderHandle | undefined> {
+  const info = await readUploaderInfo(home);
+  if (info && pidAlive(info.pid) && await ping(info.port, aliveTimeMs)) return handle(info.port, info.pid);
+  return undefined;
+}
+
 export async function ensureUploader(opts: { home: string; uploadRateBytesPerSec: number; aliveTimeMs: number }): Promise<UploaderHandle> {
-  const info = await readUploaderInfo(opts.home);
-  if (info && pidAlive(info.pid) && await ping(info.port, opts.aliveTimeMs)) return handle(info.port, info.pid);
+  const running = await findUploader(opts.home, opts.aliveTimeMs);
+  if (running) return running;
 
   const logDir = path.join(opts.home, 'logs');
   fs.mkdirSync(logDir, { recursive: true });

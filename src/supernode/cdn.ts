@@ -5,6 +5,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createHash, type Hash } from 'node:crypto';
+import { writeSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
 import { DfError, toDfError } from '../common/errors';
@@ -105,11 +106,16 @@ export class SourceFetch extends EventEmitter {
       try {
         for await (const raw of res.body) {
           let chunk = raw as Buffer;
-          if (opts.limiter) await opts.limiter.take(chunk.length);
+          // Awaited only when the budget says wait: a turn of the event loop per
+          // chunk is latency a busy host cannot spare.
+          const waitMs = opts.limiter?.reserve(chunk.length) ?? 0;
+          if (waitMs > 0) await new Promise((r) => setTimeout(r, Math.ceil(waitMs)));
           if (contentLength >= 0 && offset + chunk.length > contentLength) {
             throw new DfError('DF_ERR_SOURCE_TRUNCATED', `source sent more than its Content-Length ${contentLength}`);
           }
-          await fh.write(chunk, 0, chunk.length, offset);
+          // A write into the page cache takes microseconds; through the thread
+          // pool it would cost a round trip of scheduling per chunk.
+          writeSync(fh.fd, chunk, 0, chunk.length, offset);
           offset += chunk.length;
           opts.onBytes?.(chunk.length);
           whole.update(chunk);

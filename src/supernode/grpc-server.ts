@@ -4,7 +4,7 @@ import { grpcError, invalidArgument, toDfError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import type { SupernodeMetrics } from '../common/metrics';
 import { supernodeService, type LeaveRequest, type PeerMessage, type RegisterRequest, type RegisterResponse, type SupernodeMessage } from '../common/proto';
-import type { TaskManager } from './task-manager';
+import { validPort, type TaskManager } from './task-manager';
 import type { Task } from './task';
 
 export function supernodeHandlers(tm: TaskManager, log: Logger, metrics: SupernodeMetrics): grpc.UntypedServiceImplementation {
@@ -36,6 +36,11 @@ export function supernodeHandlers(tm: TaskManager, log: Logger, metrics: Superno
             if (!msg.hello) throw invalidArgument('the first message of a pieces stream must be a hello');
             peerId = msg.hello.peerId;
             task = tm.hello(call, msg.hello);
+            return;
+          }
+          if (msg.serving) {
+            if (!validPort(msg.serving.peerPort)) throw invalidArgument('serving.peer_port must be 1-65535');
+            task.peerServing(peerId, msg.serving.peerPort);
             return;
           }
           const r = msg.result;

@@ -59,6 +59,10 @@
  */
 import { SUPERNODE_HOLDER_ID } from '../common/constants';
 
+/** Holder states of a peer (its `dropped` entry): a holder of what it has, dropped after failures, or not serving yet. */
+const HOLDER = 0;
+const NOT_SERVING = 2;
+
 export interface SchedulerOptions {
   /** Pieces one requester downloads at once. */
   maxInFlightPerPeer: number;
@@ -223,6 +227,7 @@ export class TaskScheduler {
   /** Words per bitset over peers (capacity). */
   private qw = 0;
   private active = new Uint8Array(0);
+  /** 0 (HOLDER), 1 (dropped after failures) or NOT_SERVING: only 0 makes a peer a holder. */
   private dropped = new Uint8Array(0);
   private haveCount = new Int32Array(0);
   /** Uploads in flight per peer holder, and their (requester, piece) lists (stride maxUp). */
@@ -341,7 +346,7 @@ export class TaskScheduler {
    * count is unknown, are ignored (they come from the network). Adding a
    * known peer again merges its `have`.
    */
-  addPeer(peerId: string, have: readonly number[] = []): void {
+  addPeer(peerId: string, have: readonly number[] = [], serving = true): void {
     if (peerId === SUPERNODE_HOLDER_ID) throw new RangeError(`peer id "${SUPERNODE_HOLDER_ID}" is reserved for the supernode`);
     let e = this.byId.get(peerId);
     if (e === undefined) {
@@ -354,12 +359,14 @@ export class TaskScheduler {
       this.byId.set(peerId, e);
       this.entries[idx] = e;
       this.active[idx] = 1;
-      this.dropped[idx] = 0;
+      this.dropped[idx] = serving ? HOLDER : NOT_SERVING;
       this.haveCount[idx] = 0;
       this.uploads[idx] = 0;
       this.infCount[idx] = 0;
-      this.bitOn(this.levelBits, 0, idx); // upload level 0
-      this.freeOn(idx);
+      if (serving) {
+        this.bitOn(this.levelBits, 0, idx); // upload level 0
+        this.freeOn(idx);
+      }
       this.rstate[idx] = IDLE;
       this.supplyFlag[idx] = 0;
       if (this.pieceCount === 0) this.completeTotal++;
@@ -370,6 +377,29 @@ export class TaskScheduler {
       if (!Number.isInteger(p) || p < 0 || p >= this.known) continue;
       if (this.hasBit(this.haveBits, r * this.pw, p)) continue;
       this.gain(r, p);
+    }
+  }
+
+  /**
+   * A peer added with serving = false (its piece server was not up yet when
+   * it joined) now serves: from here on it is a holder of what it has.
+   * Ignored for unknown peers and for peers that already serve or were dropped.
+   */
+  setServing(peerId: string): void {
+    const e = this.byId.get(peerId);
+    if (e === undefined || this.dropped[e.idx] !== NOT_SERVING) return;
+    const r = e.idx;
+    this.dropped[r] = HOLDER;
+    // Never a holder so far, so no uploads: upload level 0, every slot free.
+    this.bitOn(this.levelBits, 0, r);
+    this.freeOn(r);
+    if (this.haveCount[r] > 0) {
+      this.peerFreeSlots += this.maxUp;
+      this.forEachHave(r, (p) => {
+        this.bitOn(this.holderBits, p * this.qw, r);
+        this.increment(p);
+      });
+      this.addSupply(r);
     }
   }
 

@@ -38,11 +38,16 @@ const TASK_ID_RE = /^[a-f0-9]{64}$/;
 const MAX_HEADERS = 64;
 const MAX_HEADER_BYTES = 16 * 1024;
 
+/** A TCP port; 0 too when allowZero (a piece server still starting). */
+export function validPort(port: unknown, allowZero = false): port is number {
+  return Number.isInteger(port) && (port as number) >= (allowZero ? 0 : 1) && (port as number) <= 65535;
+}
+
 export function validateRegister(req: RegisterRequest): void {
   parseHttpUrl(req.url);
   if (!PEER_ID_RE.test(req.peerId)) throw invalidArgument('peer_id must be 1-128 characters of [A-Za-z0-9._:@-]');
   if (!isIP(req.peerIp)) throw invalidArgument(`peer_ip "${String(req.peerIp).slice(0, 64)}" is not an IP address`);
-  if (!Number.isInteger(req.peerPort) || req.peerPort < 1 || req.peerPort > 65535) throw invalidArgument('peer_port must be 1-65535');
+  if (!validPort(req.peerPort, true)) throw invalidArgument('peer_port must be 0 (not serving yet) or 1-65535');
   if (req.expectedDigest) parseDigest(req.expectedDigest);
   if (req.identifier.length > 512) throw invalidArgument('identifier longer than 512 characters');
   const names = Object.keys(req.headers);
@@ -72,7 +77,9 @@ export class TaskManager {
     validateRegister(req);
     const taskId = taskIdFor(req.url, req.filter, req.identifier);
     const task = await this.obtain(taskId, req);
-    task.peers.set(req.peerId, { peerId: req.peerId, addr: joinHostPort(req.peerIp, req.peerPort), complete: false });
+    task.peers.set(req.peerId, {
+      peerId: req.peerId, ip: req.peerIp, addr: req.peerPort > 0 ? joinHostPort(req.peerIp, req.peerPort) : '', complete: false,
+    });
     task.log.debug({ peerId: req.peerId, host: req.hostname }, 'peer registered');
     return {
       taskId,

@@ -4,6 +4,7 @@
  */
 import type { ServerDuplexStream } from '@grpc/grpc-js';
 import { SUPERNODE_HOLDER_ID } from '../common/constants';
+import { joinHostPort } from '../common/net';
 import type { DfError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import type { SupernodeMetrics } from '../common/metrics';
@@ -15,7 +16,8 @@ export type PeerStream = ServerDuplexStream<PeerMessage, SupernodeMessage>;
 
 export interface PeerEntry {
   peerId: string;
-  /** "ip:port" of the peer's piece server. */
+  ip: string;
+  /** "ip:port" of the peer's piece server; '' until it serves. */
   addr: string;
   stream?: PeerStream;
   /** The peer has every piece; it stays a holder after its stream closes. */
@@ -124,9 +126,19 @@ export class Task {
   }
 
   addPeerStream(entry: PeerEntry, have: number[]): void {
-    this.scheduler.addPeer(entry.peerId, have.filter((n) => Number.isInteger(n) && n >= 0 && n < this.pieces.length));
+    this.scheduler.addPeer(entry.peerId, have.filter((n) => Number.isInteger(n) && n >= 0 && n < this.pieces.length), entry.addr !== '');
     this.deps.metrics.peers.inc();
     entry.stream!.write({ update: this.update() });
+    this.kick();
+  }
+
+  /** A peer that registered before its piece server was up now serves on port. */
+  peerServing(peerId: string, port: number): void {
+    const p = this.peers.get(peerId);
+    if (!p || p.addr !== '') return;
+    p.addr = joinHostPort(p.ip, port);
+    this.scheduler.setServing(peerId);
+    this.log.debug({ peerId, addr: p.addr }, 'peer serves');
     this.kick();
   }
 

@@ -107,9 +107,10 @@ test('rate limiter paces by a clock and keeps the burst small', () => {
   assert.ok(new RateLimiter(0).unlimited);
 });
 
-test('auto piece size: about 64 pieces, 256 KiB to 4 MiB', () => {
+test('auto piece size: about 256 pieces, 256 KiB to 4 MiB', () => {
   assert.equal(autoPieceSize(1024), 256 * 1024);
-  assert.equal(autoPieceSize(64 * 1024 * 1024), 1024 * 1024);
+  assert.equal(autoPieceSize(64 * 1024 * 1024), 256 * 1024);
+  assert.equal(autoPieceSize(256 * 1024 * 1024), 1024 * 1024);
   assert.equal(autoPieceSize(1024 ** 3), 4 * 1024 * 1024);
   assert.equal(autoPieceSize(-1), 4 * 1024 * 1024);
 });
