@@ -8,6 +8,7 @@ import * as http from 'node:http';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
+import { sendFileRange } from '../../src/common/file-server';
 import { metricValue } from '../../src/common/metrics';
 import { SupernodeClient } from '../../src/supernode/client';
 import { DEFAULT_SCHEDULER_OPTIONS } from '../../src/supernode/scheduler';
@@ -126,4 +127,56 @@ test('--max-bandwidth caps what the supernode pulls from the source', async (t) 
   assert.equal(r.code, 0, r.stderr);
   assert.ok(r.ms >= 1800, `the source fetch was not capped: ${r.ms} ms`);
   assert.equal(await sha256File(path.join(dir, 'out')), file.sha256);
+});
+
+test('a peer that registered before its piece server was up is asked for pieces only once it sends its port', async (t) => {
+  const { dir, file, origin, sn, home: peerHome } = await fixture(t, 8 * MiB);
+  const warm = peerHome('warm');
+  const w = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'warm.out'), '--node', sn.addr, '--home', warm, '--ratelimit', '500M', '--notbs']);
+  assert.equal(w.code, 0, w.stderr);
+  await stopUploader(warm);
+
+  // A peer holding every piece, whose piece server serves the real bytes.
+  const asked: string[] = [];
+  const server = http.createServer((req, res) => {
+    asked.push(String(req.headers.range));
+    const m = /bytes=(\d+)-(\d+)/.exec(String(req.headers.range));
+    if (!m) { res.writeHead(400).end(); return; }
+    sendFileRange(res, file.path, Number(m[1]), Number(m[2]), 8 * MiB).catch(() => res.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.after(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+  const client = new SupernodeClient(sn.addr);
+  t.after(() => client.close());
+  const reg = await client.register({
+    url: origin.url('f.bin'), headers: {}, filter: [], identifier: '', expectedDigest: '', peerId: 'late-server',
+    peerIp: '127.0.0.1', peerPort: 0, hostname: 'late',
+  }, 5_000);
+  const call = client.pieces();
+  t.after(() => call.cancel());
+  const status = new Promise<{ code: number; details: string }>((r) => call.once('status', r));
+  call.on('error', () => undefined);
+  const firstUpdate = new Promise((r) => call.once('data', r));
+  call.write({ hello: { taskId: reg.taskId, peerId: 'late-server', have: Array.from({ length: reg.pieceCount }, (_, i) => i) } });
+  await firstUpdate;
+
+  // Not serving yet: a download gets everything elsewhere.
+  const first = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'a.out'), '--node', sn.addr, '--home', peerHome('a'), '--ratelimit', '500M', '--notbs']);
+  assert.equal(first.code, 0, first.stderr);
+  assert.equal(await sha256File(path.join(dir, 'a.out')), file.sha256);
+  assert.deepEqual(asked, [], 'a peer with no port was asked for pieces');
+
+  // Serving now: the next download is sent to it (peers first).
+  call.write({ serving: { peerPort: (server.address() as AddressInfo).port } });
+  const second = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'b.out'), '--node', sn.addr, '--home', peerHome('b'), '--ratelimit', '500M', '--notbs']);
+  assert.equal(second.code, 0, second.stderr);
+  assert.equal(await sha256File(path.join(dir, 'b.out')), file.sha256);
+  assert.ok(asked.length >= 1, 'the peer was never asked after it sent its port');
+
+  // A port out of range ends the stream with INVALID_ARGUMENT.
+  call.write({ serving: { peerPort: 70000 } });
+  const st = await status;
+  assert.equal(st.code, 3);
+  assert.match(st.details, /serving.peer_port/);
+  assert.equal(origin.bytesFor('f.bin'), 8 * MiB);
 });

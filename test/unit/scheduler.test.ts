@@ -570,3 +570,25 @@ test('swarm simulation with one event at a time and some failures still complete
   assert.ok(fromPeers / assigned > 0.7, `peer-to-peer share ${fromPeers}/${assigned}`);
   assert.equal(s.stats().inFlight, 0);
 });
+
+test('a peer that does not serve yet downloads but is nobody\'s holder until setServing', () => {
+  const s = new TaskScheduler({ maxInFlightPerPeer: 4, maxUploadsPerHolder: 4 });
+  supernodeHolds(s, 2);
+  s.addPeer('early', [0, 1], false);
+  assert.deepEqual([0, 1].map((p) => s.holdersOf(p)), [1, 1], 'only the supernode holds, as far as scheduling goes');
+  s.addPeer('r');
+  const before = s.schedule();
+  assert.ok(before.length > 0);
+  for (const a of before) assert.equal(a.holder, SN, 'the not-yet-serving peer is never chosen');
+  for (const a of of(before, 'r')) s.onResult('r', a.piece, a.holder, false);
+  s.setServing('early');
+  assert.deepEqual([0, 1].map((p) => s.holdersOf(p)), [2, 2]);
+  s.addPeer('r2');
+  const after = of(s.schedule(), 'r2');
+  assert.equal(after.length, 2);
+  for (const a of after) assert.equal(a.holder, 'early', 'peers first, now that it serves');
+  // Calling it again, or for an unknown peer, changes nothing.
+  s.setServing('early');
+  s.setServing('nobody');
+  assert.deepEqual([0, 1].map((p) => s.holdersOf(p)), [2, 2]);
+});
