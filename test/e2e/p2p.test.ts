@@ -2,7 +2,7 @@
  * The P2P core with real processes and sockets: an origin that counts bytes,
  * a supernode, and dfget peers.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as path from 'node:path';
@@ -16,6 +16,29 @@ import { sha256File } from '../helpers/origin';
 import { fixture, runCli, startSupernode, stopUploader } from '../helpers/procs';
 
 const MiB = 1024 * 1024;
+
+/** Downloads url once so the supernode holds it, then lets that peer leave. */
+async function warmSupernode(dir: string, url: string, node: string, home: string): Promise<void> {
+  const w = await runCli('dfget', ['--url', url, '-o', path.join(dir, 'warm.out'), '--node', node, '--home', home, '--ratelimit', '500M', '--notbs']);
+  assert.equal(w.code, 0, w.stderr);
+  await stopUploader(home);
+}
+
+/** Registers peerId for url on port peerPort and tells the supernode it holds every piece. */
+async function claimEveryPiece(t: TestContext, node: string, url: string, peerId: string, peerPort: number) {
+  const client = new SupernodeClient(node);
+  t.after(() => client.close());
+  const reg = await client.register({
+    url, headers: {}, filter: [], identifier: '', expectedDigest: '', peerId, peerIp: '127.0.0.1', peerPort, hostname: peerId,
+  }, 5_000);
+  const call = client.pieces();
+  t.after(() => call.cancel());
+  call.on('error', () => undefined);
+  const firstUpdate = new Promise((r) => call.once('data', r));
+  call.write({ hello: { taskId: reg.taskId, peerId, have: Array.from({ length: reg.pieceCount }, (_, i) => i) } });
+  await firstUpdate;
+  return { reg, call };
+}
 
 test('6 peers share one 64 MiB file: every copy verifies, the origin sends it about once, pieces move peer to peer', async (t) => {
   const { dir, file, origin, sn, home } = await fixture(t, 64 * MiB);
@@ -39,10 +62,7 @@ test('a peer that serves corrupt bytes is avoided and the file is still correct'
   const { dir, file, origin, sn, home: peerHome } = await fixture(t, 16 * MiB);
 
   // Warm the supernode's cache with a first download, then let that peer leave.
-  const warm = peerHome('warm');
-  const w = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'warm.out'), '--node', sn.addr, '--home', warm, '--ratelimit', '500M', '--notbs']);
-  assert.equal(w.code, 0, w.stderr);
-  await stopUploader(warm);
+  await warmSupernode(dir, origin.url('f.bin'), sn.addr, peerHome('warm'));
 
   // A peer that claims every piece and answers with random bytes.
   const evilRequests: string[] = [];
@@ -55,19 +75,8 @@ test('a peer that serves corrupt bytes is avoided and the file is still correct'
   });
   await new Promise<void>((r) => evil.listen(0, '127.0.0.1', () => r()));
   t.after(() => new Promise<void>((r) => { evil.closeAllConnections(); evil.close(() => r()); }));
-  const client = new SupernodeClient(sn.addr);
-  t.after(() => client.close());
-  const reg = await client.register({
-    url: origin.url('f.bin'), headers: {}, filter: [], identifier: '', expectedDigest: '', peerId: 'evil-peer',
-    peerIp: '127.0.0.1', peerPort: (evil.address() as AddressInfo).port, hostname: 'evil',
-  }, 5_000);
+  const { reg } = await claimEveryPiece(t, sn.addr, origin.url('f.bin'), 'evil-peer', (evil.address() as AddressInfo).port);
   assert.ok(reg.pieceCount > 8);
-  const call = client.pieces();
-  t.after(() => call.cancel());
-  call.on('error', () => undefined);
-  const firstUpdate = new Promise((r) => call.once('data', r));
-  call.write({ hello: { taskId: reg.taskId, peerId: 'evil-peer', have: Array.from({ length: reg.pieceCount }, (_, i) => i) } });
-  await firstUpdate;
 
   const home = peerHome('victim');
   const r = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'out'), '--node', sn.addr, '--home', home, '--ratelimit', '500M', '--notbs']);
@@ -131,10 +140,7 @@ test('--max-bandwidth caps what the supernode pulls from the source', async (t) 
 
 test('a peer that registered before its piece server was up is asked for pieces only once it sends its port', async (t) => {
   const { dir, file, origin, sn, home: peerHome } = await fixture(t, 8 * MiB);
-  const warm = peerHome('warm');
-  const w = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'warm.out'), '--node', sn.addr, '--home', warm, '--ratelimit', '500M', '--notbs']);
-  assert.equal(w.code, 0, w.stderr);
-  await stopUploader(warm);
+  await warmSupernode(dir, origin.url('f.bin'), sn.addr, peerHome('warm'));
 
   // A peer holding every piece, whose piece server serves the real bytes.
   const asked: string[] = [];
@@ -146,19 +152,8 @@ test('a peer that registered before its piece server was up is asked for pieces 
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
   t.after(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
-  const client = new SupernodeClient(sn.addr);
-  t.after(() => client.close());
-  const reg = await client.register({
-    url: origin.url('f.bin'), headers: {}, filter: [], identifier: '', expectedDigest: '', peerId: 'late-server',
-    peerIp: '127.0.0.1', peerPort: 0, hostname: 'late',
-  }, 5_000);
-  const call = client.pieces();
-  t.after(() => call.cancel());
+  const { call } = await claimEveryPiece(t, sn.addr, origin.url('f.bin'), 'late-server', 0);
   const status = new Promise<{ code: number; details: string }>((r) => call.once('status', r));
-  call.on('error', () => undefined);
-  const firstUpdate = new Promise((r) => call.once('data', r));
-  call.write({ hello: { taskId: reg.taskId, peerId: 'late-server', have: Array.from({ length: reg.pieceCount }, (_, i) => i) } });
-  await firstUpdate;
 
   // Not serving yet: a download gets everything elsewhere.
   const first = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'a.out'), '--node', sn.addr, '--home', peerHome('a'), '--ratelimit', '500M', '--notbs']);
