@@ -19,6 +19,8 @@ import { PieceClient } from './piece-client';
 
 /** Bytes of a piece gathered before they are written out together. */
 const WRITE_BATCH_BYTES = 256 * 1024;
+/** Longest a complete download waits for its starting piece server to announce the port. */
+const SERVING_WAIT_MS = 15_000;
 /** Write batches of finished pieces, reused by the next ones (fresh memory costs page faults). */
 const freeBatches: Buffer[] = [];
 const MAX_FREE_BATCHES = 16;
@@ -78,6 +80,8 @@ export class P2PDownload extends EventEmitter {
   private readonly abort = new AbortController();
   /** Port of the piece server announced after registering, once the stream is open. */
   private servingPort = 0;
+  private servingGivenUp = false;
+  private servingSettled?: () => void;
 
   constructor(private readonly opts: P2PDownloadOptions) {
     super();
@@ -118,6 +122,18 @@ export class P2PDownload extends EventEmitter {
     if (this.opts.uploadPort > 0 || this.servingPort > 0) return;
     this.servingPort = port;
     this.sendServing();
+    this.servingSettled?.();
+  }
+
+  /** No piece server will come (its start failed): the download stops waiting for one. */
+  notServing(): void {
+    this.servingGivenUp = true;
+    this.servingSettled?.();
+  }
+
+  /** A complete download whose piece server is still starting keeps its stream open to announce the port. */
+  private awaitsServing(): boolean {
+    return this.opts.uploadPort === 0 && this.servingPort === 0 && !this.servingGivenUp && !this.abort.signal.aborted;
   }
 
   private sendServing(): void {
@@ -127,6 +143,7 @@ export class P2PDownload extends EventEmitter {
   /** Stops the download; run() rejects with the given error. */
   cancel(err: DfError = new DfError('DF_ERR_CLOSED', 'download cancelled')): void {
     this.finish(err);
+    this.notServing();
   }
 
   private async registerAnywhere(): Promise<{ client: SupernodeClient; res: RegisterResponse; node: string; ip: string }> {
@@ -304,13 +321,26 @@ export class P2PDownload extends EventEmitter {
     this.finished = true;
     if (this.stallTimer) clearTimeout(this.stallTimer);
     if (err) this.abort.abort();
-    if (this.call && !this.call.writableEnded) this.call.end();
+    // A complete download whose piece server is not up yet ends its stream in
+    // cleanup(), after the port went out.
+    if (this.call && !this.call.writableEnded && (err || !this.awaitsServing())) this.call.end();
     if (err) this.settle?.reject(err); else this.settle?.resolve();
   }
 
   private async cleanup(): Promise<void> {
     if (!this.finished) this.finish(new DfError('DF_ERR_CLOSED', 'download ended'));
     const call = this.call;
+    if (call && !this.streamClosed && this.awaitsServing()) {
+      // Without its port the supernode would never send anyone to this host.
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, SERVING_WAIT_MS);
+        this.servingSettled = () => { clearTimeout(t); resolve(); };
+        call.once('status', this.servingSettled);
+        call.once('error', this.servingSettled);
+      });
+      this.servingSettled = undefined;
+      if (!call.writableEnded) call.end();
+    }
     if (call && !this.abort.signal.aborted && !this.streamClosed) {
       // Let the supernode read our last results and close its side: cancelling
       // at once could drop them, and then we would not count as a holder.

@@ -10,6 +10,8 @@ import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { sendFileRange } from '../../src/common/file-server';
 import { metricValue } from '../../src/common/metrics';
+import { silentLogger } from '../../src/common/logger';
+import { P2PDownload } from '../../src/peer/downloader';
 import { SupernodeClient } from '../../src/supernode/client';
 import { DEFAULT_SCHEDULER_OPTIONS } from '../../src/supernode/scheduler';
 import { sha256File } from '../helpers/origin';
@@ -174,4 +176,44 @@ test('a peer that registered before its piece server was up is asked for pieces 
   assert.equal(st.code, 3);
   assert.match(st.details, /serving.peer_port/);
   assert.equal(origin.bytesFor('f.bin'), 8 * MiB);
+});
+
+test('a download done before its piece server is up keeps its stream open until it sent the port, so the host is asked afterwards', async (t) => {
+  const { dir, file, origin, sn, home: peerHome } = await fixture(t, 1 * MiB);
+  await warmSupernode(dir, origin.url('f.bin'), sn.addr, peerHome('warm'));
+
+  const asked: string[] = [];
+  const server = http.createServer((req, res) => {
+    asked.push(String(req.headers.range));
+    const m = /bytes=(\d+)-(\d+)/.exec(String(req.headers.range));
+    if (!m) { res.writeHead(400).end(); return; }
+    sendFileRange(res, file.path, Number(m[1]), Number(m[2]), 1 * MiB).catch(() => res.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.after(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+
+  const d = new P2PDownload({
+    nodes: [sn.addr], url: origin.url('f.bin'), headers: {}, filter: [], identifier: '', expectedDigest: '',
+    peerId: 'slow-server', uploadPort: 0, dataPath: (taskId) => path.join(dir, `slow-${taskId}`),
+    logger: silentLogger(), connectTimeoutMs: 5_000,
+  });
+  let pieces = 0;
+  let allPieces!: () => void;
+  const gotAll = new Promise<void>((r) => { allPieces = r; });
+  d.on('piece', () => { if (++pieces === d.pieceCount) allPieces(); });
+  let settled = false;
+  const run = d.run().finally(() => { settled = true; });
+  // Every piece is in, the server is not up yet: the download is not over.
+  await gotAll;
+  await new Promise<void>((r) => setImmediate(r));
+  assert.equal(settled, false, 'the download ended before its port went out');
+  d.serving((server.address() as AddressInfo).port);
+  const r = await run;
+  assert.equal(await sha256File(r.dataPath), file.sha256);
+
+  // The supernode now sends the next peer to it (peers first).
+  const next = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'next.out'), '--node', sn.addr, '--home', peerHome('next'), '--ratelimit', '500M', '--notbs']);
+  assert.equal(next.code, 0, next.stderr);
+  assert.equal(await sha256File(path.join(dir, 'next.out')), file.sha256);
+  assert.ok(asked.length >= 1, 'the host was never asked for a piece after it sent its port');
 });
