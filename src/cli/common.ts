@@ -1,5 +1,6 @@
 /** What every CLI entry shares: one-line errors with documented exit codes, signal handling. */
 import type { Argv } from 'yargs';
+import { VERSION } from '../common/constants';
 import { DfError, oneLine, toDfError } from '../common/errors';
 
 export const EXIT_CODES_HELP = [
@@ -32,13 +33,13 @@ export function usageFailure(prog: string) {
   };
 }
 
-/** What every CLI's parser shares: strict flags, exit codes in --help, one-line usage errors. */
+/** What every CLI's parser shares: strict flags, --version, exit codes in --help, one-line usage errors. */
 export function finishParser<T>(y: Argv<T>, prog: string): Argv<T> {
   return y
     .scriptName(prog)
     .epilog(EXIT_CODES_HELP)
     .strict()
-    .version(false)
+    .version(VERSION)
     .help()
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail(usageFailure(prog));

@@ -3,6 +3,7 @@
  * P2P network. Parse, build, start; everything else lives in src/dfdaemon/.
  */
 import yargs from 'yargs';
+import { VERSION } from '../common/constants';
 import { DfError, oneLine, toDfError } from '../common/errors';
 import { createLogger } from '../common/logger';
 import { newRegistry } from '../common/metrics';
@@ -73,7 +74,7 @@ function buildParser(argv: string[]) {
     .strict()
     .help()
     .alias('help', 'h')
-    .version()
+    .version(VERSION)
     .wrap(Math.min(100, process.stdout.columns || 100))
     .exitProcess(false)
     .fail((msg, err) => {

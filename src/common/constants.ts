@@ -1,3 +1,6 @@
+/** The release every program reports (--version, dfdaemon's User-Agent); kept equal to package.json's by a test. */
+export const VERSION = '0.1.0';
+
 /** Defaults, in one place, with their units in the names. */
 export const DEFAULTS = {
   supernodePort: 8002,

@@ -12,6 +12,7 @@
  */
 import { pipeline } from 'node:stream/promises';
 import type { Transform } from 'node:stream';
+import { VERSION } from '../common/constants';
 import { type DfError, toDfError } from '../common/errors';
 import type { DfdaemonMetrics } from '../common/metrics';
 import type { RateLimiter } from '../common/ratelimit';
@@ -26,7 +27,7 @@ import type { Upstream } from './upstream';
 import { pullScope } from './upstream-auth';
 
 /** Sent upstream (and by the P2P side) for blob fetches. */
-export const DFDAEMON_USER_AGENT = 'dfdaemon/0.1.0';
+export const DFDAEMON_USER_AGENT = `dfdaemon/${VERSION}`;
 
 export interface BlobHandlerDeps {
   upstream: Upstream;

@@ -1,5 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { VERSION } from '../../src/common/constants';
 import { parseDuration, parseRate, parseSize } from '../../src/common/units';
 import { DfError, grpcError, toDfError } from '../../src/common/errors';
 import { parseDigest, parseMd5 } from '../../src/common/digest';
@@ -10,6 +14,7 @@ import { RateLimiter, type Clock } from '../../src/common/ratelimit';
 import { metricValue } from '../../src/common/metrics';
 import { autoPieceSize } from '../../src/supernode/cdn';
 import { translateJavaProps } from '../../src/cli/supernode';
+import { CLI } from '../helpers/procs';
 
 const code = (fn: () => unknown) => { try { fn(); } catch (e) { return (e as DfError).code; } return 'none'; };
 
@@ -125,4 +130,16 @@ test('the gRPC status table matches grpc-js', async () => {
   const { status } = await import('@grpc/grpc-js');
   const { GrpcStatus } = await import('../../src/common/errors');
   for (const [k, v] of Object.entries(GrpcStatus)) assert.equal((status as unknown as Record<string, number>)[k], v, k);
+});
+
+test('every program reports the release of package.json with --version and documents it', () => {
+  const pkg = JSON.parse(readFileSync(path.join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { version: string };
+  assert.equal(VERSION, pkg.version);
+  for (const prog of ['dfget', 'supernode', 'dfdaemon']) {
+    const v = spawnSync(process.execPath, [CLI(prog), '--version'], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(v.status, 0, `${prog} --version: ${v.stderr}`);
+    assert.equal(v.stdout.trim(), pkg.version, prog);
+    const h = spawnSync(process.execPath, [CLI(prog), '--help'], { encoding: 'utf8', timeout: 20_000 });
+    assert.match(h.stdout, /--version/, `${prog} --help`);
+  }
 });
