@@ -100,7 +100,7 @@ function printTables(results: ScenarioResult[]): void {
   const withP2P = results.filter((r) => r.p2p);
   if (withP2P.length > 0) {
     process.stdout.write(`\n${formatTable(
-      ['scenario', 'N', 'piece size', 'pieces from peers', 'from supernode', 'failed', 'SN served', 'SN link sent'],
+      ['scenario', 'N', 'piece size', 'pieces from peers', 'from supernode', 'failed', 'SN served', 'SN link sent', 'fetch start s', 'fetch s'],
       withP2P.map((r) => {
         const p = r.p2p!;
         const total = p.piecesFromPeers + p.piecesFromSupernode;
@@ -109,6 +109,7 @@ function printTables(results: ScenarioResult[]): void {
           r.scenario, String(r.peers), p.pieceSizeBytes ? fmtBytes(p.pieceSizeBytes) : '-',
           `${p.piecesFromPeers}${pct(p.piecesFromPeers)}`, `${p.piecesFromSupernode}${pct(p.piecesFromSupernode)}`,
           String(p.pieceFailures), fmtBytes(p.supernodeUploadBytes), `${fmtBytes(p.supernodeTxBytes)} (${p.supernodeTxRatio.toFixed(2)}x F)`,
+          cell(p.sourceFetchStartS), cell(p.sourceFetchS),
         ];
       }),
     )}\n`);

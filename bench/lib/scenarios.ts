@@ -33,6 +33,8 @@ interface TimedRun {
 }
 
 interface Timed {
+  /** Epoch ms just before the first host was started. */
+  launchedAtMs: number;
   runs: TimedRun[];
   cpuBusyPct: number;
 }
@@ -45,6 +47,7 @@ interface Timed {
 async function startAllAndWait(hosts: string[], launch: (host: string, index: number) => Spawned, timeoutS: number,
   onExit?: (host: string, index: number) => void): Promise<Timed> {
   const cpu0 = cpuSnapshot();
+  const launchedAtMs = Date.now();
   const t0 = performance.now();
   const started = hosts.map((host, i) => ({ host, s: launch(host, i) }));
   const runs: TimedRun[] = started.map(({ host, s }) => ({ host, pid: s.pid, code: null, seconds: null }));
@@ -66,7 +69,7 @@ async function startAllAndWait(hosts: string[], launch: (host: string, index: nu
     await Promise.all(late.map((i) => done[i]));
     for (const i of late) runs[i].seconds = null;
   }
-  return { runs, cpuBusyPct: cpuBusyPct(cpu0, cpu1) };
+  return { launchedAtMs, runs, cpuBusyPct: cpuBusyPct(cpu0, cpu1) };
 }
 
 async function sha256Hex(path: string): Promise<string> {
@@ -226,9 +229,12 @@ async function uploaderPid(home: string): Promise<number | undefined> {
   }
 }
 
-async function supernodeDetails(sn: SupernodeHandle, ctx: BenchContext, snTxBefore: number) {
+async function supernodeDetails(sn: SupernodeHandle, ctx: BenchContext, snTxBefore: number, launchedAtMs: number) {
   const m = await sn.metrics().catch(() => '');
+  const fetch = await sn.sourceFetchTimes();
   return {
+    sourceFetchStartS: fetch.startedMs === null ? null : round((fetch.startedMs - launchedAtMs) / 1000, 2),
+    sourceFetchS: fetch.startedMs === null || fetch.completeMs === null ? null : round((fetch.completeMs - fetch.startedMs) / 1000, 2),
     pieceSizeBytes: await sn.pieceSize(),
     piecesFromPeers: metricValue(m, 'dragonfly_supernode_pieces_scheduled_total', { holder: 'peer' }),
     piecesFromSupernode: metricValue(m, 'dragonfly_supernode_pieces_scheduled_total', { holder: 'supernode' }),
@@ -266,7 +272,7 @@ async function runP2P(ctx: BenchContext, n: number, dir: string): Promise<Scenar
       if (pid) { uploaders.set(h, pid); ctx.nb.procs.addPid(pid); }
     });
   });
-  const p2p = await supernodeDetails(sn, ctx, snTxBefore);
+  const p2p = await supernodeDetails(sn, ctx, snTxBefore, timed.launchedAtMs);
 
   // Stop the uploaders (each tells the supernode it leaves), then the supernode.
   for (const h of hosts) {
@@ -333,7 +339,7 @@ async function runImage(ctx: BenchContext, n: number, dir: string): Promise<Scen
     env: { CONTAINERS_REGISTRIES_CONF: conf(h), TMPDIR: dirs.get(h)! },
   }), deadlineS(ctx, n, img.totalBytes));
 
-  const p2p = await supernodeDetails(sn, ctx, snTxBefore);
+  const p2p = await supernodeDetails(sn, ctx, snTxBefore, timed.launchedAtMs);
   // How each dfdaemon served the blobs: a pull that bypassed its mirror (skopeo
   // falls back to the registry when the mirror fails) is not this scenario.
   const perHost = new Map<string, { p2p: number; direct: number }>();

@@ -81,6 +81,8 @@ export interface SupernodeHandle {
   metrics(): Promise<string>;
   /** The piece size the supernode chose, from its "source fetch started" log line. */
   pieceSize(): Promise<number | null>;
+  /** Epoch ms of the first "source fetch started" and the last "source fetch complete" in its log. */
+  sourceFetchTimes(): Promise<{ startedMs: number | null; completeMs: number | null }>;
 }
 
 export async function startSupernode(ctx: BenchContext, dir: string): Promise<SupernodeHandle> {
@@ -102,16 +104,32 @@ export async function startSupernode(ctx: BenchContext, dir: string): Promise<Su
       return res.text();
     },
     pieceSize: async () => {
-      const log = await readFile(logFile, 'utf8').catch(() => '');
-      for (const line of log.split('\n')) {
-        try {
-          const v = JSON.parse(line) as { pieceSize?: number };
-          if (typeof v.pieceSize === 'number') return v.pieceSize;
-        } catch { /* not JSON */ }
-      }
+      for (const v of await logRecords(logFile)) if (typeof v.pieceSize === 'number') return v.pieceSize;
       return null;
     },
+    sourceFetchTimes: async () => {
+      let startedMs: number | null = null;
+      let completeMs: number | null = null;
+      for (const v of await logRecords(logFile)) {
+        if (typeof v.time !== 'number') continue;
+        if (v.msg === 'source fetch started' && startedMs === null) startedMs = v.time;
+        if (v.msg === 'source fetch complete') completeMs = v.time;
+      }
+      return { startedMs, completeMs };
+    },
   };
+}
+
+/** The JSON lines of a pino log (anything else is skipped). */
+async function logRecords(file: string): Promise<Array<{ msg?: string; time?: number; pieceSize?: number }>> {
+  const out: Array<{ msg?: string; time?: number; pieceSize?: number }> = [];
+  for (const line of (await readFile(file, 'utf8').catch(() => '')).split('\n')) {
+    try {
+      const v = JSON.parse(line) as unknown;
+      if (v && typeof v === 'object') out.push(v as { msg?: string; time?: number; pieceSize?: number });
+    } catch { /* not JSON */ }
+  }
+  return out;
 }
 
 export interface RegistryHandle { spawned: Spawned; host: string; url: string }

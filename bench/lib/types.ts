@@ -36,6 +36,13 @@ export interface P2PDetails {
   supernodeTxBytes: number;
   /** supernodeTxBytes / F. Its uplink is as fast as the origin's: each F it sends costs F/Us seconds. */
   supernodeTxRatio: number;
+  /**
+   * From the supernode's log: seconds from the launch to its first "source
+   * fetch started", and from there to its last "source fetch complete" (all
+   * tasks: the image's layers too). null when the log does not say.
+   */
+  sourceFetchStartS: number | null;
+  sourceFetchS: number | null;
 }
 
 export interface ImageDetails {
