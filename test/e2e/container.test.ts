@@ -46,6 +46,21 @@ let store: PodmanStore;
 let work: string;
 let origin: Origin;
 
+/**
+ * Downloads a new random file of `size` bytes (origin name NAME.bin) with
+ * dfget --notbs through the supernode on `port`, and checks its sha256.
+ */
+async function dfgetNewFile(t: TestContext, port: number, name: string, size: number): Promise<void> {
+  const file = await makeRandomFile(path.join(work, 'origin'), `${name}.bin`, size);
+  const out = path.join(work, `${name}.out`);
+  const peerHome = path.join(work, `peer-${name}`);
+  t.after(() => stopUploader(peerHome));
+  const r = await runCli('dfget', ['--url', origin.url(`${name}.bin`), '-o', out, '--node', `127.0.0.1:${port}`,
+    '--home', peerHome, '--notbs'], { timeoutMs: 60_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(await sha256File(out), file.sha256);
+}
+
 before(async () => {
   // scripts/setup.sh installs podman: without it this is a broken set-up, not a reason to skip.
   assert.ok(hostHasPodman(), 'podman is not installed: run scripts/setup.sh');
@@ -101,14 +116,7 @@ test('supernode image: runs as uid 1000, keeps its cache on the mounted volume, 
   assert.equal(await execNode(name, "process.stdout.write(String(require('fs').existsSync('/app/node_modules/typescript')))"), 'false');
 
   const size = 6 * MiB + 12345;
-  const file = await makeRandomFile(path.join(work, 'origin'), 'flags.bin', size);
-  const out = path.join(work, 'flags.out');
-  const peerHome = path.join(work, 'peer-flags');
-  t.after(() => stopUploader(peerHome));
-  const r = await runCli('dfget', ['--url', origin.url('flags.bin'), '-o', out, '--node', `127.0.0.1:${port}`,
-    '--home', peerHome, '--notbs'], { timeoutMs: 60_000 });
-  assert.equal(r.code, 0, r.stderr);
-  assert.equal(await sha256File(out), file.sha256);
+  await dfgetNewFile(t, port, 'flags', size);
   assert.equal(origin.bytesFor('flags.bin'), size, 'the supernode fetched the source once');
 
   // The supernode (uid 1000) wrote its cache into the host directory.
@@ -136,15 +144,7 @@ test('supernode image: Java-style -D properties after the image name, default ho
 
   // With --notbs the file can only come from the supernode's piece server,
   // which peers reach at the advertised address.
-  const size = 3 * MiB;
-  const file = await makeRandomFile(path.join(work, 'origin'), 'props.bin', size);
-  const out = path.join(work, 'props.out');
-  const peerHome = path.join(work, 'peer-props');
-  t.after(() => stopUploader(peerHome));
-  const r = await runCli('dfget', ['--url', origin.url('props.bin'), '-o', out, '--node', `127.0.0.1:${port}`,
-    '--home', peerHome, '--notbs'], { timeoutMs: 60_000 });
-  assert.equal(r.code, 0, r.stderr);
-  assert.equal(await sha256File(out), file.sha256);
+  await dfgetNewFile(t, port, 'props', 3 * MiB);
   const listed = await execNode(name, "process.stdout.write(require('fs').readdirSync('/home/admin/supernode/repo').length > 0 ? 'cached' : 'empty')");
   assert.equal(listed, 'cached');
 });

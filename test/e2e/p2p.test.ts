@@ -42,6 +42,20 @@ async function claimEveryPiece(t: TestContext, node: string, url: string, peerId
   return { reg, call };
 }
 
+/** A piece server for filePath on 127.0.0.1 that records the Range of every request it gets. */
+async function servePieces(t: TestContext, filePath: string, size: number): Promise<{ asked: string[]; port: number }> {
+  const asked: string[] = [];
+  const server = http.createServer((req, res) => {
+    asked.push(String(req.headers.range));
+    const m = /bytes=(\d+)-(\d+)/.exec(String(req.headers.range));
+    if (!m) { res.writeHead(400).end(); return; }
+    sendFileRange(res, filePath, Number(m[1]), Number(m[2]), size).catch(() => res.destroy());
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  t.after(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+  return { asked, port: (server.address() as AddressInfo).port };
+}
+
 test('6 peers share one 64 MiB file: every copy verifies, the origin sends it about once, pieces move peer to peer', async (t) => {
   const { dir, file, origin, sn, home } = await fixture(t, 64 * MiB);
   const homes = Array.from({ length: 6 }, (_, i) => home(`peer${i}`));
@@ -145,15 +159,7 @@ test('a peer that registered before its piece server was up is asked for pieces 
   await warmSupernode(dir, origin.url('f.bin'), sn.addr, peerHome('warm'));
 
   // A peer holding every piece, whose piece server serves the real bytes.
-  const asked: string[] = [];
-  const server = http.createServer((req, res) => {
-    asked.push(String(req.headers.range));
-    const m = /bytes=(\d+)-(\d+)/.exec(String(req.headers.range));
-    if (!m) { res.writeHead(400).end(); return; }
-    sendFileRange(res, file.path, Number(m[1]), Number(m[2]), 8 * MiB).catch(() => res.destroy());
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.after(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+  const { asked, port } = await servePieces(t, file.path, 8 * MiB);
   const { call } = await claimEveryPiece(t, sn.addr, origin.url('f.bin'), 'late-server', 0);
   const status = new Promise<{ code: number; details: string }>((r) => call.once('status', r));
 
@@ -164,7 +170,7 @@ test('a peer that registered before its piece server was up is asked for pieces 
   assert.deepEqual(asked, [], 'a peer with no port was asked for pieces');
 
   // Serving now: the next download is sent to it (peers first).
-  call.write({ serving: { peerPort: (server.address() as AddressInfo).port } });
+  call.write({ serving: { peerPort: port } });
   const second = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'b.out'), '--node', sn.addr, '--home', peerHome('b'), '--ratelimit', '500M', '--notbs']);
   assert.equal(second.code, 0, second.stderr);
   assert.equal(await sha256File(path.join(dir, 'b.out')), file.sha256);
@@ -182,15 +188,7 @@ test('a download done before its piece server is up keeps its stream open until 
   const { dir, file, origin, sn, home: peerHome } = await fixture(t, 1 * MiB);
   await warmSupernode(dir, origin.url('f.bin'), sn.addr, peerHome('warm'));
 
-  const asked: string[] = [];
-  const server = http.createServer((req, res) => {
-    asked.push(String(req.headers.range));
-    const m = /bytes=(\d+)-(\d+)/.exec(String(req.headers.range));
-    if (!m) { res.writeHead(400).end(); return; }
-    sendFileRange(res, file.path, Number(m[1]), Number(m[2]), 1 * MiB).catch(() => res.destroy());
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  t.after(() => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }));
+  const { asked, port } = await servePieces(t, file.path, 1 * MiB);
 
   const d = new P2PDownload({
     nodes: [sn.addr], url: origin.url('f.bin'), headers: {}, filter: [], identifier: '', expectedDigest: '',
@@ -207,7 +205,7 @@ test('a download done before its piece server is up keeps its stream open until 
   await gotAll;
   await new Promise<void>((r) => setImmediate(r));
   assert.equal(settled, false, 'the download ended before its port went out');
-  d.serving((server.address() as AddressInfo).port);
+  d.serving(port);
   const r = await run;
   assert.equal(await sha256File(r.dataPath), file.sha256);
 
