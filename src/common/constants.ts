@@ -15,6 +15,13 @@ export const DEFAULTS = {
   autoPieceTarget: 256,
   /** Piece size when the source does not tell its length, bytes. */
   unknownLengthPieceSizeBytes: 4 * 1024 * 1024,
+  /** Supernode cache GC: a task unused this long is deleted, ms. */
+  supernodeTaskExpireMs: 24 * 3600_000,
+  /** ...the cache may take at most this many bytes (0 = no cap)... */
+  supernodeCacheMaxBytes: 0,
+  /** ...and the disk keeps at least this much free. */
+  supernodeMinFreeBytes: 1024 * 1024 * 1024,
+  supernodeGcIntervalMs: 60_000,
 
   dfgetRateLimitBytesPerSec: 20 * 1024 * 1024,
   dfgetUploadRateBytesPerSec: 100 * 1024 * 1024,

@@ -22,6 +22,8 @@ export function supernodeMetrics(register: Registry) {
     uploadBytes: new Counter({ name: 'dragonfly_supernode_upload_bytes_total', help: 'Piece bytes the supernode served to peers', registers: [register] }),
     tasks: new Gauge({ name: 'dragonfly_supernode_tasks', help: 'Tasks known', registers: [register] }),
     peers: new Gauge({ name: 'dragonfly_supernode_peers', help: 'Peers connected to a scheduling stream', registers: [register] }),
+    cacheBytes: new Gauge({ name: 'dragonfly_supernode_cache_bytes', help: 'Bytes of cached tasks on disk, as of the last cache GC', registers: [register] }),
+    cacheEvictions: new Counter({ name: 'dragonfly_supernode_cache_evictions_total', help: 'Cached tasks deleted by the cache GC, by reason (expired, space)', labelNames: ['reason'] as const, registers: [register] }),
     registrations: new Counter({ name: 'dragonfly_supernode_registrations_total', help: 'Register calls', labelNames: ['result'] as const, registers: [register] }),
   };
 }

@@ -15,6 +15,7 @@ import { TaskManager } from './task-manager';
 import { startGrpcServer, supernodeHandlers } from './grpc-server';
 import { createPieceServer } from './piece-server';
 import type { SchedulerOptions } from './scheduler';
+import type { CachePolicy, Eviction } from './cache-gc';
 
 export interface SupernodeOptions {
   homeDir: string;
@@ -33,6 +34,10 @@ export interface SupernodeOptions {
   sourceTimeoutMs?: number;
   logger: Logger;
   schedulerOptions?: Partial<SchedulerOptions>;
+  /** What the cache GC deletes (defaults: DEFAULTS.supernodeTaskExpireMs etc.). */
+  cachePolicy?: Partial<CachePolicy>;
+  /** How often the cache GC runs, ms; 0 = only after a fetch completes and when asked. */
+  gcIntervalMs?: number;
 }
 
 export class Supernode {
@@ -46,6 +51,7 @@ export class Supernode {
   private httpServer?: http.Server;
   private dispatcher?: Dispatcher;
   private closing?: Promise<void>;
+  private gcTimer?: NodeJS.Timeout;
 
   constructor(private readonly opts: SupernodeOptions) {}
 
@@ -80,7 +86,20 @@ export class Supernode {
       pieceSize: opts.pieceSize ?? 'auto',
       supernodeAddr: joinHostPort(opts.advertiseIp, this.downloadPort),
       schedulerOptions: opts.schedulerOptions,
+      cachePolicy: {
+        taskExpireMs: opts.cachePolicy?.taskExpireMs ?? DEFAULTS.supernodeTaskExpireMs,
+        maxCacheBytes: opts.cachePolicy?.maxCacheBytes ?? DEFAULTS.supernodeCacheMaxBytes,
+        minFreeBytes: opts.cachePolicy?.minFreeBytes ?? DEFAULTS.supernodeMinFreeBytes,
+      },
     });
+    await this.tasks.removeOrphans();
+    const gcEvery = opts.gcIntervalMs ?? DEFAULTS.supernodeGcIntervalMs;
+    if (gcEvery > 0) {
+      this.gcTimer = setInterval(() => {
+        this.collectGarbage().catch((err) => opts.logger.error({ err: String(err) }, 'cache GC failed'));
+      }, gcEvery);
+      this.gcTimer.unref();
+    }
     const { server, port } = await startGrpcServer(
       supernodeHandlers(this.tasks, opts.logger, this.metrics), listenHost, opts.port ?? DEFAULTS.supernodePort);
     this.grpcServer = server;
@@ -88,8 +107,14 @@ export class Supernode {
     opts.logger.info({ port, downloadPort: this.downloadPort, advertiseIp: opts.advertiseIp }, 'supernode started');
   }
 
+  /** Runs the cache GC now; resolves with what it deleted. */
+  collectGarbage(): Promise<Eviction[]> {
+    return this.tasks ? this.tasks.collectGarbage() : Promise.resolve([]);
+  }
+
   close(): Promise<void> {
     this.closing ??= (async () => {
+      clearInterval(this.gcTimer);
       this.tasks?.close();
       if (this.grpcServer) {
         const s = this.grpcServer;

@@ -19,6 +19,7 @@ import { SourceFetch } from './cdn';
 import type { TaskStore } from './store';
 import { Task, type PeerStream } from './task';
 import type { SchedulerOptions } from './scheduler';
+import { chooseEvictions, type CacheEntry, type CachePolicy, type Eviction } from './cache-gc';
 
 export interface TaskManagerOptions {
   /** Directory holding the pieces of every task, one file per task. */
@@ -31,7 +32,12 @@ export interface TaskManagerOptions {
   pieceSize: number | 'auto';
   supernodeAddr: string;
   schedulerOptions?: Partial<SchedulerOptions>;
+  /** What the cache GC deletes; absent = nothing. */
+  cachePolicy?: CachePolicy;
 }
+
+/** A registration marks the file's mtime as its last use at most this often. */
+const TOUCH_EVERY_MS = 60_000;
 
 const PEER_ID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
 const TASK_ID_RE = /^[a-f0-9]{64}$/;
@@ -64,6 +70,10 @@ export class TaskManager {
   private readonly tasks = new Map<string, Task>();
   /** Tasks being looked up or started, so concurrent registrations share one fetch. */
   private readonly pending = new Map<string, Promise<Task>>();
+  /** Cached tasks being deleted: a registration for one waits, then fetches it again. */
+  private readonly evicting = new Map<string, Promise<void>>();
+  private gcRun?: Promise<Eviction[]>;
+  private gcNext?: Promise<Eviction[]>;
   private closed = false;
 
   constructor(private readonly opts: TaskManagerOptions) {}
@@ -76,7 +86,10 @@ export class TaskManager {
     if (this.closed) throw new DfError('DF_ERR_CLOSED', 'supernode is shutting down');
     validateRegister(req);
     const taskId = taskIdFor(req.url, req.filter, req.identifier);
-    const task = await this.obtain(taskId, req);
+    let task = await this.obtain(taskId, req);
+    // Deleted by the cache GC between the lookup and now: look again (it is fetched anew).
+    while (task.evicted) task = await this.obtain(taskId, req);
+    this.markUsed(task);
     task.peers.set(req.peerId, {
       peerId: req.peerId, ip: req.peerIp, addr: req.peerPort > 0 ? joinHostPort(req.peerIp, req.peerPort) : '', complete: false,
     });
@@ -107,6 +120,7 @@ export class TaskManager {
 
   private async create(taskId: string, req: RegisterRequest): Promise<Task> {
     const { opts } = this;
+    await this.evicting.get(taskId);
     const filePath = path.join(opts.dataDir, taskId);
     const task = new Task(taskId, filePath, {
       logger: opts.logger, metrics: opts.metrics, supernodeAddr: opts.supernodeAddr, schedulerOptions: opts.schedulerOptions,
@@ -141,7 +155,11 @@ export class TaskManager {
       opts.store.put({
         taskId, urlPath: redactUrl(req.url), contentLength: fetch.contentLength, pieceSize: fetch.pieceSize,
         pieces: fetch.pieces, sha256: sha, completedAt: Date.now(),
-      }).catch((err) => task.log.error({ err: String(err) }, 'could not store task metadata'));
+      }).then(
+        () => { if (opts.cachePolicy && (opts.cachePolicy.maxCacheBytes > 0 || opts.cachePolicy.minFreeBytes > 0)) this.gcSoon(); },
+        (err) => task.log.error({ err: String(err) }, 'could not store task metadata'),
+      );
+      task.touchedAt = Date.now();
     });
     fetch.on('error', (err: DfError) => {
       opts.metrics.sourceFetches.inc({ result: 'failure' });
@@ -172,6 +190,114 @@ export class TaskManager {
       return undefined;
     }
     return meta;
+  }
+
+  /** Records a use of the task; on disk too (the file's mtime), so that it outlives a restart. */
+  private markUsed(task: Task): void {
+    const now = Date.now();
+    task.lastUsedAt = now;
+    if (task.state === 'ready' && now - task.touchedAt >= TOUCH_EVERY_MS) {
+      task.touchedAt = now;
+      fs.utimes(task.filePath, now / 1000, now / 1000).catch(() => undefined);
+    }
+  }
+
+  /**
+   * Deletes the cached tasks the policy picks (see cache-gc.ts), from memory,
+   * the metadata store and the disk. Runs one at a time; a call during a run
+   * waits for it and then runs again.
+   */
+  collectGarbage(): Promise<Eviction[]> {
+    if (!this.gcRun) {
+      this.gcRun = this.gcOnce().finally(() => { this.gcRun = undefined; });
+      return this.gcRun;
+    }
+    // One more pass after the running one, shared by every caller meanwhile.
+    this.gcNext ??= this.gcRun.catch(() => undefined).then(() => {
+      this.gcNext = undefined;
+      return this.collectGarbage();
+    });
+    return this.gcNext;
+  }
+
+  private gcSoon(): void {
+    this.collectGarbage().catch((err) => this.opts.logger.error({ err: String(err) }, 'cache GC failed'));
+  }
+
+  private async gcOnce(): Promise<Eviction[]> {
+    const { opts } = this;
+    const policy = opts.cachePolicy;
+    if (!policy || this.closed) return [];
+    const entries: CacheEntry[] = [];
+    const seen = new Set<string>();
+    for (const meta of await opts.store.list()) {
+      seen.add(meta.taskId);
+      const t = this.tasks.get(meta.taskId);
+      if (t) {
+        entries.push({ taskId: meta.taskId, bytes: meta.contentLength, lastUsedAt: t.lastUsedAt, busy: t.busy() });
+        continue;
+      }
+      const st = await fs.stat(path.join(opts.dataDir, meta.taskId)).catch(() => undefined);
+      if (!st) continue;
+      entries.push({ taskId: meta.taskId, bytes: st.size, lastUsedAt: st.mtimeMs, busy: this.pending.has(meta.taskId) });
+    }
+    // Fetches in progress take space and are never deleted.
+    for (const t of this.tasks.values()) {
+      if (!seen.has(t.id)) entries.push({ taskId: t.id, bytes: Math.max(0, t.availableBytes()), lastUsedAt: t.lastUsedAt, busy: true });
+    }
+    let free = 0;
+    if (policy.minFreeBytes > 0) {
+      const fsInfo = await fs.statfs(opts.dataDir).catch(() => undefined);
+      free = fsInfo ? fsInfo.bavail * fsInfo.bsize : Number.MAX_SAFE_INTEGER;
+    }
+    let cached = entries.reduce((s, e) => s + e.bytes, 0);
+    const done: Eviction[] = [];
+    for (const ev of chooseEvictions(entries, policy, Date.now(), free)) {
+      if (this.closed) break;
+      // Checked again now, synchronously: a peer may have registered during the awaits above.
+      const t = this.tasks.get(ev.taskId);
+      if (t ? t.busy() : this.pending.has(ev.taskId) || this.evicting.has(ev.taskId)) continue;
+      if (t) {
+        t.evicted = true;
+        this.tasks.delete(t.id);
+        t.close();
+        opts.metrics.tasks.set(this.tasks.size);
+      }
+      const filePath = path.join(opts.dataDir, ev.taskId);
+      const removal = (async () => {
+        await opts.store.delete(ev.taskId);
+        await fs.rm(filePath, { force: true });
+      })().finally(() => this.evicting.delete(ev.taskId));
+      this.evicting.set(ev.taskId, removal);
+      try {
+        await removal;
+      } catch (err) {
+        opts.logger.error({ taskId: ev.taskId, err: String(err) }, 'could not delete cached task');
+        continue;
+      }
+      cached -= ev.bytes;
+      done.push(ev);
+      opts.metrics.cacheEvictions.inc({ reason: ev.reason });
+      opts.logger.info({ taskId: ev.taskId, reason: ev.reason, bytes: ev.bytes }, 'cached task deleted');
+    }
+    opts.metrics.cacheBytes.set(cached);
+    return done;
+  }
+
+  /**
+   * Task files with no metadata are what a fetch cut short by a stop left
+   * behind: nothing serves them, so they go. Other files are left alone.
+   */
+  async removeOrphans(): Promise<number> {
+    const known = new Set((await this.opts.store.list()).map((m) => m.taskId));
+    let removed = 0;
+    for (const name of await fs.readdir(this.opts.dataDir)) {
+      if (!TASK_ID_RE.test(name) || known.has(name) || this.tasks.has(name) || this.pending.has(name)) continue;
+      await fs.rm(path.join(this.opts.dataDir, name), { force: true });
+      removed++;
+    }
+    if (removed > 0) this.opts.logger.info({ removed }, 'deleted task files left by unfinished fetches');
+    return removed;
   }
 
   /** First message of a Pieces stream. */

@@ -43,6 +43,12 @@ export class Task {
   readonly peers = new Map<string, PeerEntry>();
   readonly scheduler: TaskScheduler;
   readonly log: Logger;
+  /** Last registration for this task (ms since the epoch). */
+  lastUsedAt = Date.now();
+  /** When the file's mtime was last set to mark a use (it outlives a restart). */
+  touchedAt = 0;
+  /** Deleted by the cache GC: a registration that got this task must look again. */
+  evicted = false;
   private kickQueued = false;
 
   constructor(readonly id: string, readonly filePath: string, private readonly deps: TaskDeps) {
@@ -80,6 +86,13 @@ export class Task {
     for (let n = fresh; n < pieces.length; n++) this.scheduler.supernodeHas(n);
     this.broadcast(this.update());
     this.kick();
+  }
+
+  /** The source fetch runs, or some peer has registered and is not done downloading. */
+  busy(): boolean {
+    if (this.state === 'fetching') return true;
+    for (const p of this.peers.values()) if (!p.complete || p.stream) return true;
+    return false;
   }
 
   /** A piece arrived from the source. */
