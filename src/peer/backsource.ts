@@ -2,8 +2,7 @@
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
-import { DfError } from '../common/errors';
-import { networkError, openSource, redactUrl } from '../common/http';
+import { openSource, resumableBody } from '../common/http';
 import type { RateLimiter } from '../common/ratelimit';
 
 export interface BackSourceResult {
@@ -20,6 +19,8 @@ export async function fetchFromSource(opts: {
   limiter?: RateLimiter;
   signal?: AbortSignal;
   onBytes?: (n: number, total: number) => void;
+  /** The caller checks the file's digest: a broken-off fetch may resume even without a validator. */
+  digestChecked?: boolean;
 }): Promise<BackSourceResult> {
   const res = await openSource(opts.url, opts.headers, opts.dispatcher, opts.signal);
   const expected = res.contentLength;
@@ -28,8 +29,10 @@ export async function fetchFromSource(opts: {
   const fh = await fs.open(opts.filePath, 'w');
   let length = 0;
   try {
-    for await (const chunk of res.body) {
-      const c = chunk as Buffer;
+    const chunks = resumableBody(opts.url, res, {
+      headers: opts.headers, dispatcher: opts.dispatcher, signal: opts.signal, digestChecked: opts.digestChecked ?? false,
+    });
+    for await (const c of chunks) {
       if (opts.limiter) await opts.limiter.take(c.length);
       await fh.write(c, 0, c.length, length);
       length += c.length;
@@ -37,13 +40,8 @@ export async function fetchFromSource(opts: {
       md5.update(c);
       opts.onBytes?.(length, expected);
     }
-  } catch (err) {
-    throw networkError(err, `source ${redactUrl(opts.url)}`);
   } finally {
     await fh.close();
-  }
-  if (expected >= 0 && length !== expected) {
-    throw new DfError('DF_ERR_SOURCE_TRUNCATED', `source sent ${length} of ${expected} bytes`);
   }
   return { length, sha256: sha.digest('hex'), md5: md5.digest('hex') };
 }

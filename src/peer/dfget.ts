@@ -133,7 +133,7 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
     try {
       const r = await fetchFromSource({
         url: opts.url, headers: opts.headers, filePath: tmp, dispatcher, limiter, signal: abort.signal,
-        onBytes: opts.onProgress,
+        onBytes: opts.onProgress, digestChecked: Boolean(opts.sha256 || opts.md5),
       });
       verify(opts, r.sha256, r.md5);
       await fsp.rename(tmp, outAbs);

@@ -10,7 +10,7 @@ import * as fs from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
 import { DfError, toDfError } from '../common/errors';
 import { DEFAULTS } from '../common/constants';
-import { networkError, openSource, redactUrl } from '../common/http';
+import { openSource, resumableBody } from '../common/http';
 import type { RateLimiter } from '../common/ratelimit';
 import type { Logger } from '../common/logger';
 
@@ -103,40 +103,33 @@ export class SourceFetch extends EventEmitter {
       let pieceHash: Hash = createHash('sha256');
       let pieceFill = 0;
       let offset = 0;
-      try {
-        for await (const raw of res.body) {
-          let chunk = raw as Buffer;
-          // Awaited only when the budget says wait: a turn of the event loop per
-          // chunk is latency a busy host cannot spare.
-          const waitMs = opts.limiter?.reserve(chunk.length) ?? 0;
-          if (waitMs > 0) await new Promise((r) => setTimeout(r, Math.ceil(waitMs)));
-          if (contentLength >= 0 && offset + chunk.length > contentLength) {
-            throw new DfError('DF_ERR_SOURCE_TRUNCATED', `source sent more than its Content-Length ${contentLength}`);
-          }
-          // A write into the page cache takes microseconds; through the thread
-          // pool it would cost a round trip of scheduling per chunk.
-          writeSync(fh.fd, chunk, 0, chunk.length, offset);
-          offset += chunk.length;
-          opts.onBytes?.(chunk.length);
-          whole.update(chunk);
-          // Cut the chunk at piece boundaries; announce each piece once its bytes are on disk.
-          while (chunk.length > 0) {
-            const take = Math.min(chunk.length, pieceSize - pieceFill);
-            pieceHash.update(take === chunk.length ? chunk : chunk.subarray(0, take));
-            pieceFill += take;
-            chunk = chunk.subarray(take);
-            if (pieceFill === pieceSize) {
-              this.finishPiece(pieceHash);
-              pieceHash = createHash('sha256');
-              pieceFill = 0;
-            }
+      const chunks = resumableBody(opts.url, res, {
+        headers: opts.headers, dispatcher: opts.dispatcher, signal: this.abort.signal, digestChecked: opts.expectedSha256 !== undefined,
+        onResume: (at, attempt, e) => log.warn({ offset: at, contentLength, attempt, code: e.code, err: e.message }, 'source broke off; resuming where it stopped'),
+      });
+      for await (let chunk of chunks) {
+        // Awaited only when the budget says wait: a turn of the event loop per
+        // chunk is latency a busy host cannot spare.
+        const waitMs = opts.limiter?.reserve(chunk.length) ?? 0;
+        if (waitMs > 0) await new Promise((r) => setTimeout(r, Math.ceil(waitMs)));
+        // A write into the page cache takes microseconds; through the thread
+        // pool it would cost a round trip of scheduling per chunk.
+        writeSync(fh.fd, chunk, 0, chunk.length, offset);
+        offset += chunk.length;
+        opts.onBytes?.(chunk.length);
+        whole.update(chunk);
+        // Cut the chunk at piece boundaries; announce each piece once its bytes are on disk.
+        while (chunk.length > 0) {
+          const take = Math.min(chunk.length, pieceSize - pieceFill);
+          pieceHash.update(take === chunk.length ? chunk : chunk.subarray(0, take));
+          pieceFill += take;
+          chunk = chunk.subarray(take);
+          if (pieceFill === pieceSize) {
+            this.finishPiece(pieceHash);
+            pieceHash = createHash('sha256');
+            pieceFill = 0;
           }
         }
-      } catch (err) {
-        throw err instanceof DfError ? err : networkError(err, `source ${redactUrl(opts.url)}`);
-      }
-      if (contentLength >= 0 && offset !== contentLength) {
-        throw new DfError('DF_ERR_SOURCE_TRUNCATED', `source sent ${offset} of ${contentLength} bytes`);
       }
       if (pieceFill > 0) this.finishPiece(pieceHash);
       if (contentLength < 0) this.contentLength = offset;

@@ -12,6 +12,12 @@ export interface OriginFaults {
   status?: number;
   /** Send headers and part of the body, then stop sending without closing. */
   stallAfterBytes?: number;
+  /** Close the connection (cleanly: every byte written arrives) after this many body bytes... */
+  dropAfterBytes?: number;
+  /** ...on this many answers (counted down). */
+  drops?: number;
+  /** Answer a range request with the whole file (200), as a source without range support does. */
+  ignoreRange?: boolean;
 }
 
 export interface Origin {
@@ -21,6 +27,8 @@ export interface Origin {
   bytesSent: () => number;
   bytesFor: (name: string) => number;
   requests: () => number;
+  /** The Range header of every request that had one. */
+  ranges: string[];
   faults: OriginFaults;
   close: () => Promise<void>;
 }
@@ -54,6 +62,7 @@ export async function startOrigin(dir: string): Promise<Origin> {
   const perPath = new Map<string, number>();
   let total = 0;
   let reqs = 0;
+  const ranges: string[] = [];
   const faults: OriginFaults = {};
   const stalled = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => {
@@ -63,15 +72,34 @@ export async function startOrigin(dir: string): Promise<Origin> {
     const file = path.join(dir, path.basename(name));
     fs.stat(file, (err, st) => {
       if (err || !st.isFile()) { res.writeHead(404); res.end('not found'); return; }
-      res.writeHead(200, { 'Content-Length': String(st.size), 'Content-Type': 'application/octet-stream' });
+      const etag = `"${st.size}-${Math.floor(st.mtimeMs)}"`;
+      if (req.headers.range) ranges.push(req.headers.range);
+      const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+      const ifRange = req.headers['if-range'];
+      const start = m && !faults.ignoreRange && (ifRange === undefined || ifRange === etag) ? Number(m[1]) : 0;
+      if (start >= st.size && start > 0) { res.writeHead(416); res.end(); return; }
+      const head = { 'Content-Length': String(st.size - start), 'Content-Type': 'application/octet-stream', ETag: etag };
+      if (start > 0) res.writeHead(206, { ...head, 'Content-Range': `bytes ${start}-${st.size - 1}/${st.size}` });
+      else res.writeHead(200, head);
       if (req.method === 'HEAD') { res.end(); return; }
-      const src = fs.createReadStream(file);
+      const src = fs.createReadStream(file, { start });
       let sent = 0;
+      const dropAt = faults.drops && faults.drops > 0 && faults.dropAfterBytes !== undefined ? faults.dropAfterBytes : -1;
+      if (dropAt >= 0) faults.drops! -= 1;
       src.on('data', (c) => {
-        const b = c as Buffer;
+        let b = c as Buffer;
         if (faults.stallAfterBytes !== undefined && sent + b.length > faults.stallAfterBytes) {
           src.destroy();
           stalled.add(res);
+          return;
+        }
+        if (dropAt >= 0 && sent + b.length > dropAt) {
+          b = b.subarray(0, dropAt - sent);
+          src.destroy();
+          sent += b.length;
+          total += b.length;
+          perPath.set(name, (perPath.get(name) ?? 0) + b.length);
+          res.write(b, () => res.socket?.end());
           return;
         }
         sent += b.length;
@@ -91,6 +119,7 @@ export async function startOrigin(dir: string): Promise<Origin> {
     bytesSent: () => total,
     bytesFor: (name) => perPath.get(name) ?? 0,
     requests: () => reqs,
+    ranges,
     faults,
     close: async () => {
       for (const r of stalled) r.destroy();
