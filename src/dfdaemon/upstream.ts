@@ -16,6 +16,7 @@ import { Readable } from 'node:stream';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, type Dispatcher, request } from 'undici';
 import { DfError } from '../common/errors';
+import { redactUrl } from '../common/http';
 import type { Logger } from '../common/logger';
 import type { RegistryMirrorConfig } from './config';
 import { discard } from './blob-streams';
@@ -30,6 +31,21 @@ const MAX_REDIRECTS = 10;
 /** Largest 401 body kept in memory while a token is fetched (registry error JSON is tiny). */
 const MAX_CHALLENGE_BODY_BYTES = 64 * 1024;
 /** Connection and header timeouts towards the upstream, ms. */
+/** A GET or HEAD that fails this way is sent again, UPSTREAM_RETRIES times... */
+const RETRY_STATUSES = new Set([502, 503, 504]);
+const UPSTREAM_RETRIES = 2;
+/** ...after this long, twice as long before the next; a Retry-After is honoured up to RETRY_AFTER_MAX_MS. */
+const RETRY_BACKOFF_MS = 250;
+const RETRY_AFTER_MAX_MS = 5_000;
+
+/** Retry-After in ms (delta-seconds or an HTTP date); undefined when absent or malformed. */
+export function retryAfterMs(value: string | string[] | undefined): number | undefined {
+  if (typeof value !== 'string') return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined;
+}
+
 const CONNECT_TIMEOUT_MS = 10_000;
 const HEADERS_TIMEOUT_MS = 60_000;
 /** No data for this long on a body = the upstream stalled, ms. */
@@ -125,12 +141,37 @@ export class Upstream {
   }
 
   /**
-   * Sends a request upstream. With configured credentials and no client
+   * Sends a request upstream. A GET or HEAD that cannot reach the upstream,
+   * or gets 502, 503 or 504, is sent again (UPSTREAM_RETRIES times, with
+   * backoff; a Retry-After up to RETRY_AFTER_MAX_MS is honoured): nothing
+   * has gone to the client yet. With configured credentials and no client
    * Authorization, a Bearer challenge is answered by fetching a token and
    * retrying once (bodyless requests only). Rejects with
    * DF_ERR_SOURCE_UNREACHABLE when the upstream cannot be reached.
    */
   async send(req: UpstreamRequest): Promise<UpstreamResponse> {
+    const idempotent = !req.body && (req.method === 'GET' || req.method === 'HEAD');
+    for (let attempt = 1; ; attempt++) {
+      let waitMs = RETRY_BACKOFF_MS * 2 ** (attempt - 1);
+      let why: string;
+      try {
+        const res = await this.sendOnce(req);
+        if (!idempotent || attempt > UPSTREAM_RETRIES || !RETRY_STATUSES.has(res.status)) return res;
+        why = `HTTP ${res.status}`;
+        const after = retryAfterMs(res.headers['retry-after']);
+        if (after !== undefined) waitMs = Math.min(Math.max(after, waitMs), RETRY_AFTER_MAX_MS);
+        discard(res.body);
+      } catch (e) {
+        if (!idempotent || attempt > UPSTREAM_RETRIES || req.signal?.aborted || !(e instanceof DfError && e.code === 'DF_ERR_SOURCE_UNREACHABLE')) throw e;
+        why = e.message;
+      }
+      this.logger.warn({ url: redactUrl(req.url), method: req.method, attempt, why, waitMs }, 'upstream failed; trying again');
+      await new Promise((r) => setTimeout(r, waitMs));
+      if (req.signal?.aborted) throw new DfError('DF_ERR_CLOSED', 'request cancelled');
+    }
+  }
+
+  private async sendOnce(req: UpstreamRequest): Promise<UpstreamResponse> {
     const usingOwnCredentials = req.clientAuthorization === undefined && this.credentials.configured;
     const auth = this.authorizationFor(req.clientAuthorization, req.scope);
     const res = await this.follow(req, auth);

@@ -53,6 +53,9 @@ class FakeRegistry {
   url = '';
   /** What the registry asks clients for. */
   auth: 'none' | 'basic' | 'bearer' = 'none';
+  /** The next this-many requests get 503 (with Retry-After when set). */
+  failNext = 0;
+  retryAfter?: string;
   seen: Seen[] = [];
   storage!: Server;
   storageUrl = '';
@@ -85,6 +88,10 @@ class FakeRegistry {
   private handle(req: IncomingMessage, res: ServerResponse, body: Buffer): void {
     const rec = record(req, body);
     this.seen.push(rec);
+    if (this.failNext > 0) {
+      this.failNext--;
+      return json(res, 503, registryError('UNAVAILABLE', 'try again later'), 'application/json', this.retryAfter ? { 'retry-after': this.retryAfter } : {});
+    }
     const p = rec.path;
     if (p === '/token') {
       if (req.headers.authorization !== BASIC) return json(res, 401, '{"details":"bad credentials"}');
@@ -278,6 +285,8 @@ function resetRegistry(): void {
   reg.seen = [];
   reg.storageSeen = [];
   reg.auth = 'none';
+  reg.failNext = 0;
+  reg.retryAfter = undefined;
 }
 
 // ---------- tests ----------
@@ -613,6 +622,33 @@ test('non-GET requests pass through with their body', async (t) => {
   const seen = reg.saw('/blobs/uploads/', 'POST');
   assert.equal(seen.length, 1);
   assert.equal(seen[0].body.toString(), 'hello');
+});
+
+test('upstream 503: a GET or HEAD is tried again (3 tries in all, Retry-After honoured); one that lasts reaches the client; a POST is sent once', async (t) => {
+  const d = await startDaemon(t);
+  resetRegistry();
+  reg.failNext = 2;
+  reg.retryAfter = '1';
+  const started = Date.now();
+  const ok = await fetchRaw(`${d.url}/v2/library/alpine/manifests/latest`);
+  assert.equal(ok.status, 200);
+  assert.equal(reg.saw('/manifests/latest', 'GET').length, 3);
+  assert.ok(Date.now() - started >= 2000, 'Retry-After: 1 was not waited for');
+
+  resetRegistry();
+  reg.failNext = 3;
+  const head = await fetchRaw(`${d.url}/v2/library/alpine/manifests/latest`, { method: 'HEAD' });
+  assert.equal(head.status, 503);
+  assert.equal(reg.saw('/manifests/latest', 'HEAD').length, 3);
+  const still = await fetchRaw(`${d.url}/v2/library/alpine/manifests/latest`);
+  assert.equal(still.status, 200, 'the fault was over');
+
+  resetRegistry();
+  reg.failNext = 1;
+  const post = await fetchRaw(`${d.url}/v2/library/alpine/blobs/uploads/`, { method: 'POST', body: Buffer.from('x') });
+  assert.equal(post.status, 503);
+  assert.equal(errorCode(post), 'UNAVAILABLE');
+  assert.equal(reg.saw('/blobs/uploads/', 'POST').length, 1, 'a POST was repeated');
 });
 
 test('upstream unreachable: 502 in the registry format, no crash', async (t) => {

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { silentLogger } from '../../src/common/logger';
-import { Upstream } from '../../src/dfdaemon/upstream';
+import { retryAfterMs, Upstream } from '../../src/dfdaemon/upstream';
 import { parseChallenge, pullScope } from '../../src/dfdaemon/upstream-auth';
 
 const SHA = 'sha256:' + 'c'.repeat(64);
@@ -45,4 +45,14 @@ test('parses WWW-Authenticate challenges', () => {
   assert.equal(parseChallenge(undefined), undefined);
   assert.equal(parseChallenge(''), undefined);
   assert.equal(pullScope('library/alpine'), 'repository:library/alpine:pull');
+});
+
+test('Retry-After: delta-seconds or an HTTP date; anything else is ignored', () => {
+  assert.equal(retryAfterMs('5'), 5000);
+  assert.equal(retryAfterMs(' 0 '), 0);
+  const inTen = retryAfterMs(new Date(Date.now() + 10_000).toUTCString())!;
+  assert.ok(inTen > 8_000 && inTen <= 10_000, String(inTen));
+  assert.equal(retryAfterMs(new Date(Date.now() - 60_000).toUTCString()), 0);
+  assert.equal(retryAfterMs('soon'), undefined);
+  assert.equal(retryAfterMs(undefined), undefined);
 });
