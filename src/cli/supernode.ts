@@ -50,7 +50,7 @@ export function parseSupernodeArgs(argv: string[]) {
     .option('home-dir', { type: 'string', default: DEFAULTS.supernodeHomeDir, describe: 'Cache directory: pieces (repo/) and task metadata (meta/)' })
     .option('max-bandwidth', { type: 'string', default: '200M', describe: 'Cap on bytes/s pulled from sources, all tasks together (K, M, G = KiB, MiB, GiB; 0 = unlimited)' })
     .option('piece-size', { type: 'string', default: 'auto', describe: 'Piece size: auto (256 KiB to 4 MiB, about 256 pieces a file) or a size such as 4M' })
-    .option('source-timeout', { type: 'string', default: '30s', describe: 'A source silent for this long fails its task' })
+    .option('source-timeout', { type: 'string', default: '30s', describe: 'A source silent for this long is asked for the rest with a range request (3 tries in a row), then fails its task' })
     .option('task-expire-time', { type: 'string', default: '24h', describe: 'Cache GC: a cached task no peer registered for in this long is deleted (e.g. 30m, 168h; 0 = never)' })
     .option('cache-max-size', { type: 'string', default: '0', describe: 'Cache GC: beyond this many bytes of cached tasks, the least recently used idle ones are deleted (e.g. 50G; 0 = no cap)' })
     .option('min-free-space', { type: 'string', default: '1G', describe: 'Cache GC: while the cache\'s disk has less free space than this, the least recently used idle tasks are deleted (0 = no floor)' })
