@@ -40,6 +40,11 @@ function buildParser(argv: string[]) {
       describe: 'Download rate limit for blobs, bytes/s (P2P and direct)',
       defaultDescription: '20M',
     })
+    .option('expiretime', {
+      type: 'string',
+      describe: 'A finished blob nobody has read or fetched pieces of for this long is deleted from --home (0: kept until dfdaemon exits)',
+      defaultDescription: '3m',
+    })
     .option('port', {
       type: 'number',
       describe: 'Port to listen on (0: any free port)',
@@ -86,6 +91,7 @@ function flagsFrom(a: Record<string, unknown>): DfdaemonFlags {
   return {
     registry: a.registry as string | undefined,
     ratelimit: a.ratelimit as string | undefined,
+    expiretime: a.expiretime as string | undefined,
     port: a.port as number | undefined,
     hostIp: a.hostIp as string | undefined,
     node: a.node as string | string[] | undefined,
@@ -108,6 +114,7 @@ async function main(argv: string[]): Promise<void> {
       nodes: config.supernodes,
       homeDir: config.homeDir,
       rateLimitBytesPerSec: config.rateLimitBytesPerSec,
+      expireTimeMs: config.expireTimeMs,
       logger: logger.child({ component: 'p2p' }),
     });
     await blobSource.start();

@@ -36,6 +36,8 @@ export const DEFAULTS = {
   dfdaemonHost: '127.0.0.1',
   dfdaemonRegistry: 'https://index.docker.io',
   dfdaemonRateLimitBytesPerSec: 20 * 1024 * 1024,
+  /** A finished blob nobody has read or fetched pieces of for this long leaves dfdaemon's disk, ms. */
+  dfdaemonExpireTimeMs: 3 * 60_000,
 } as const;
 
 /** Holder id the supernode uses for itself in assignments. */

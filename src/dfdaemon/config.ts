@@ -11,6 +11,7 @@
  *   host_ip: 127.0.0.1          # listen address
  *   home: /var/lib/dragonfly    # working directory of the P2P peer
  *   ratelimit: 20M              # bytes/s, K/M/G = KiB/MiB/GiB
+ *   expiretime: 3m              # a finished blob unused this long leaves the disk (0: at exit)
  *   supernodes: [host:port]     # or "host:port,host:port"
  *   verbose: false
  *   registry_mirror:
@@ -29,7 +30,7 @@ import * as yaml from 'js-yaml';
 import { DEFAULTS } from '../common/constants';
 import { DfError, type ErrorCode } from '../common/errors';
 import { parseNodeList } from '../common/net';
-import { parseRate } from '../common/units';
+import { parseDuration, parseRate } from '../common/units';
 
 export interface RegistryAuth {
   username: string;
@@ -59,6 +60,8 @@ export interface DfdaemonConfig {
   hostIp: string;
   homeDir: string;
   rateLimitBytesPerSec: number;
+  /** A finished blob unused this long is deleted from home, ms; 0 = kept until exit. */
+  expireTimeMs: number;
   /** "host:port" of the supernodes; empty: every blob is fetched directly. */
   supernodes: string[];
   verbose: boolean;
@@ -71,6 +74,7 @@ export interface DfdaemonConfig {
 export interface DfdaemonFlags {
   registry?: string;
   ratelimit?: string | number;
+  expiretime?: string | number;
   port?: number;
   hostIp?: string;
   node?: string | string[];
@@ -89,6 +93,7 @@ export function defaultConfig(): DfdaemonConfig {
     hostIp: DEFAULTS.dfdaemonHost,
     homeDir: defaultHomeDir(),
     rateLimitBytesPerSec: DEFAULTS.dfdaemonRateLimitBytesPerSec,
+    expireTimeMs: DEFAULTS.dfdaemonExpireTimeMs,
     supernodes: [],
     verbose: false,
     registryMirror: { remote: DEFAULTS.dfdaemonRegistry, insecure: false, certs: [] },
@@ -142,6 +147,15 @@ function checkRate(o: Origin, key: string, v: unknown): number {
   if (typeof v !== 'string' && typeof v !== 'number') fail(o, key, `expected a rate such as 20M, got ${typeName(v)}`);
   try {
     return parseRate(v, 'rate');
+  } catch (e) {
+    return fail(o, key, (e as Error).message);
+  }
+}
+
+function checkDuration(o: Origin, key: string, v: unknown): number {
+  if (typeof v !== 'string' && typeof v !== 'number') fail(o, key, `expected a duration such as 3m, got ${typeName(v)}`);
+  try {
+    return parseDuration(v, 'duration');
   } catch (e) {
     return fail(o, key, (e as Error).message);
   }
@@ -204,7 +218,7 @@ function checkMapping(o: Origin, key: string, v: unknown, allowed: readonly stri
   return v as Record<string, unknown>;
 }
 
-const TOP_KEYS = ['port', 'host_ip', 'home', 'ratelimit', 'supernodes', 'verbose', 'registry_mirror', 'proxies'] as const;
+const TOP_KEYS = ['port', 'host_ip', 'home', 'ratelimit', 'expiretime', 'supernodes', 'verbose', 'registry_mirror', 'proxies'] as const;
 const MIRROR_KEYS = ['remote', 'insecure', 'certs', 'auth'] as const;
 const AUTH_KEYS = ['username', 'password'] as const;
 const RULE_KEYS = ['regx', 'direct'] as const;
@@ -215,6 +229,7 @@ export interface FileConfig {
   hostIp?: string;
   homeDir?: string;
   rateLimitBytesPerSec?: number;
+  expireTimeMs?: number;
   supernodes?: string[];
   verbose?: boolean;
   remote?: string;
@@ -249,6 +264,7 @@ export function parseConfigFile(text: string, file: string): FileConfig {
   if (has(top, 'host_ip')) out.hostIp = checkIp(o, 'host_ip', top.host_ip);
   if (has(top, 'home')) out.homeDir = path.resolve(baseDir, checkString(o, 'home', top.home));
   if (has(top, 'ratelimit')) out.rateLimitBytesPerSec = checkRate(o, 'ratelimit', top.ratelimit);
+  if (has(top, 'expiretime')) out.expireTimeMs = checkDuration(o, 'expiretime', top.expiretime);
   if (has(top, 'supernodes')) out.supernodes = checkNodes(o, 'supernodes', top.supernodes);
   if (has(top, 'verbose')) out.verbose = checkBool(o, 'verbose', top.verbose);
 
@@ -313,6 +329,7 @@ export function loadConfig(flags: DfdaemonFlags, opts: LoadOptions = {}): Dfdaem
   cfg.hostIp = flags.hostIp !== undefined ? checkIp(f, 'host-ip', flags.hostIp) : file.hostIp ?? cfg.hostIp;
   cfg.homeDir = flags.home !== undefined ? path.resolve(checkString(f, 'home', flags.home)) : file.homeDir ?? cfg.homeDir;
   cfg.rateLimitBytesPerSec = flags.ratelimit !== undefined ? checkRate(f, 'ratelimit', flags.ratelimit) : file.rateLimitBytesPerSec ?? cfg.rateLimitBytesPerSec;
+  cfg.expireTimeMs = flags.expiretime !== undefined ? checkDuration(f, 'expiretime', flags.expiretime) : file.expireTimeMs ?? cfg.expireTimeMs;
   cfg.supernodes = flags.node !== undefined ? checkNodes(f, 'node', flags.node) : file.supernodes ?? cfg.supernodes;
   cfg.verbose = flags.verbose === true ? true : file.verbose ?? cfg.verbose;
   cfg.registryMirror = {
@@ -338,6 +355,7 @@ export function redactConfig(cfg: DfdaemonConfig): Record<string, unknown> {
     hostIp: cfg.hostIp,
     homeDir: cfg.homeDir,
     rateLimitBytesPerSec: cfg.rateLimitBytesPerSec,
+    expireTimeMs: cfg.expireTimeMs,
     supernodes: cfg.supernodes,
     registry: cfg.registryMirror.remote,
     insecure: cfg.registryMirror.insecure,

@@ -9,6 +9,8 @@ export interface P2PBlobSourceOptions {
   /** Working directory of the peer (piece files served to other peers). */
   homeDir: string;
   rateLimitBytesPerSec: number;
+  /** A finished blob unused this long is deleted, ms; 0 = kept until close. */
+  expireTimeMs?: number;
   logger: Logger;
 }
 

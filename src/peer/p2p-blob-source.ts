@@ -3,7 +3,8 @@
  * identity is the digest, streamed to the client in order as pieces land.
  * One download per digest per process; later requests for the same blob join
  * it or read the finished file. Pieces are served to other peers from the
- * same files by an in-process uploader.
+ * same files by an in-process uploader. A finished blob that nobody has
+ * read or fetched pieces of for expireTimeMs leaves the swarm and the disk.
  */
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs/promises';
@@ -32,6 +33,8 @@ export interface P2PBlobSourceOptions {
   uploadRateBytesPerSec?: number;
   /** Port of the piece server (0 = any free port). */
   uploadPort?: number;
+  /** A finished blob unused this long is deleted, ms; 0 or absent = kept until close(). */
+  expireTimeMs?: number;
   logger: Logger;
 }
 
@@ -43,6 +46,10 @@ class BlobEntry extends EventEmitter {
   complete = false;
   /** Bytes from offset 0 that are on disk and verified. */
   contiguous = 0;
+  /** Clients reading it now. */
+  readers = 0;
+  /** Last read or piece request (ms since the epoch). */
+  lastUsedAt = Date.now();
 
   constructor(readonly digest: string, readonly peerId: string, readonly download: P2PDownload, public dataPath = '') {
     super();
@@ -68,7 +75,8 @@ class BlobEntry extends EventEmitter {
   }
 }
 
-export class P2PBlobSource implements BlobSource {
+/** Events: 'expired' (digest) when a finished blob left the disk. */
+export class P2PBlobSource extends EventEmitter implements BlobSource {
   private readonly entries = new Map<string, BlobEntry>();
   private readonly limiter: RateLimiter;
   private readonly uploader: PieceUploader;
@@ -76,12 +84,40 @@ export class P2PBlobSource implements BlobSource {
   private readonly clients = new SupernodeClients();
   private started?: Promise<number>;
   private closed = false;
+  private sweepTimer?: NodeJS.Timeout;
 
   constructor(private readonly opts: P2PBlobSourceOptions) {
+    super();
     this.limiter = new RateLimiter(opts.rateLimitBytesPerSec);
     this.dataDir = path.join(opts.homeDir, 'data');
     const up = opts.uploadRateBytesPerSec ?? DEFAULTS.dfgetUploadRateBytesPerSec;
-    this.uploader = new PieceUploader({ dataDir: this.dataDir, limiter: up > 0 ? new RateLimiter(up) : undefined, logger: opts.logger });
+    this.uploader = new PieceUploader({
+      dataDir: this.dataDir, limiter: up > 0 ? new RateLimiter(up) : undefined, logger: opts.logger,
+      onServe: (taskId, peerId) => {
+        for (const e of this.entries.values()) if (e.taskId === taskId && e.peerId === peerId) e.lastUsedAt = Date.now();
+      },
+    });
+    const expire = opts.expireTimeMs ?? 0;
+    if (expire > 0) {
+      this.sweepTimer = setInterval(() => this.sweep(expire), Math.max(100, Math.min(expire / 2, 30_000)));
+      this.sweepTimer.unref();
+    }
+  }
+
+  /** Deletes the finished blobs nobody reads and nobody fetched pieces of for expireMs. */
+  private sweep(expireMs: number): void {
+    const now = Date.now();
+    for (const [digest, e] of this.entries) {
+      if (!e.complete || e.readers > 0 || now - e.lastUsedAt < expireMs) continue;
+      this.entries.delete(digest);
+      const idleMs = now - e.lastUsedAt;
+      void (async () => {
+        if (e.taskId && e.node) await this.clients.leave(e.node, e.peerId, e.taskId);
+        if (e.dataPath) await fs.rm(e.dataPath, { force: true }).catch(() => undefined);
+        this.opts.logger.info({ digest, idleMs }, 'blob expired: left its swarm and deleted');
+        this.emit('expired', digest);
+      })();
+    }
   }
 
   /** Starts the piece server; open() calls it too. */
@@ -102,6 +138,7 @@ export class P2PBlobSource implements BlobSource {
     await this.start();
     let entry = this.entries.get(req.digest);
     if (!entry || entry.failed) entry = this.begin(req);
+    entry.lastUsedAt = Date.now();
     while ((entry.length < 0 || !entry.dataPath) && !entry.failed) await entry.changed();
     if (entry.failed) throw entry.failed;
     const start = range?.start ?? 0;
@@ -148,7 +185,8 @@ export class P2PBlobSource implements BlobSource {
   /** The bytes start..end (inclusive), each handed out once it is verified on disk. */
   private async *read(entry: BlobEntry, start: number, end: number): AsyncGenerator<Buffer> {
     if (end < start) return;
-    const fh = await fs.open(entry.dataPath, 'r');
+    entry.readers++;
+    const fh = await fs.open(entry.dataPath, 'r').catch((err: unknown) => { entry.readers--; throw err; });
     try {
       let pos = start;
       const chunk = 256 * 1024;
@@ -165,6 +203,8 @@ export class P2PBlobSource implements BlobSource {
         yield buf;
       }
     } finally {
+      entry.readers--;
+      entry.lastUsedAt = Date.now();
       await fh.close();
     }
   }
@@ -172,6 +212,7 @@ export class P2PBlobSource implements BlobSource {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    clearInterval(this.sweepTimer);
     for (const e of this.entries.values()) if (!e.complete) e.download.cancel();
     await Promise.all([...this.entries.values()].filter((e) => e.taskId && e.node).map((e) => this.clients.leave(e.node, e.peerId, e.taskId)));
     this.entries.clear();

@@ -27,6 +27,8 @@ export interface UploaderOptions {
   logger: Logger;
   /** Called on every request: the alive timer of a detached uploader restarts on use. */
   onActivity?: () => void;
+  /** Called for each piece request of a file this uploader holds (dfdaemon keeps such a file longer). */
+  onServe?: (taskId: string, peerId: string) => void;
   /** Extra routes (the detached uploader adds POST /alive). Return true when handled. */
   extraRoute?: (req: http.IncomingMessage, res: http.ServerResponse, url: URL) => boolean;
 }
@@ -80,6 +82,7 @@ export class PieceUploader {
     } catch {
       return sendText(res, 404, 'task not held here');
     }
+    this.opts.onServe?.(m[1], peerId);
     const range = parseRange(req.headers.range, st.size);
     if (range === undefined || range === 'invalid') return sendText(res, 400, 'a single byte range is required');
     if (range === 'unsatisfiable') return sendText(res, 416, 'range not available');

@@ -17,7 +17,7 @@ import {
   startCountingProxy, startRegistry, writeRegistriesConf, type CountingProxy, type ImageDigests, type Registry,
 } from '../helpers/registry';
 import { createPodmanStore, podmanPullViaMirror, podmanPulledDigest } from '../helpers/podman';
-import { startDfdaemon, startSupernode, type SupernodeProc } from '../helpers/procs';
+import { startDfdaemon, startSupernode, stderrLines, type SupernodeProc } from '../helpers/procs';
 import { metricValue } from '../../src/common/metrics';
 
 const MiB = 1024 * 1024;
@@ -105,6 +105,23 @@ test('skopeo and podman pull through dfdaemon; a second dfdaemon pulls the same 
   }
   const m = await sn.metrics();
   assert.ok(metricValue(m, 'dragonfly_supernode_pieces_scheduled_total') > 0, 'blobs did not go through the P2P network');
+});
+
+test('--expiretime: blobs nobody used for that long leave the swarm and the disk; a later pull still works', async (t) => {
+  const home = path.join(dir, 'dexp');
+  const d = await startDfdaemon(['--registry', registry.url, '--node', sn.addr, '--home', home, '--ratelimit', '1G', '--expiretime', '300ms']);
+  t.after(() => d.stop());
+  const blobs = image.layers.length + 1; // and the config
+  const expired = stderrLines(d, 'blob expired', blobs);
+  const s1 = await skopeoPull(d.host, 'exp1');
+  assert.equal(s1.code, 0, s1.stderr);
+  const lines = (await expired).map((l) => JSON.parse(l) as { digest: string });
+  assert.deepEqual(lines.map((l) => l.digest).sort(), [...image.layers, image.config].sort());
+  assert.deepEqual(await fsp.readdir(path.join(home, 'data')), [], 'blob files are still on disk');
+
+  const s2 = await skopeoPull(d.host, 'exp2');
+  assert.equal(s2.code, 0, s2.stderr);
+  assert.deepEqual((await skopeoPulledDigests(s2.out, TAG)).layers, image.layers);
 });
 
 test('supernode down: the pull through dfdaemon still succeeds', async (t) => {

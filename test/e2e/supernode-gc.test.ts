@@ -14,7 +14,7 @@ import { Supernode } from '../../src/supernode/supernode';
 import { SupernodeClient } from '../../src/supernode/client';
 import type { CachePolicy } from '../../src/supernode/cache-gc';
 import { makeRandomFile, sha256File } from '../helpers/origin';
-import { fixture, runCli, startSupernode, stopUploader } from '../helpers/procs';
+import { fixture, runCli, startSupernode, stderrLines, stopUploader } from '../helpers/procs';
 
 const MiB = 1024 * 1024;
 const HOUR = 3_600_000;
@@ -144,17 +144,11 @@ test('supernode --gc-interval runs the GC on its own; malformed GC flags are ref
   const { dir, origin, home } = await fixture(t, 1 * MiB, { supernode: false });
   const sn = await startSupernode(path.join(dir, 'sn'), ['--gc-interval', '100ms', '--task-expire-time', '1ms']);
   t.after(() => sn.stop());
-  const deleted = new Promise<string>((resolve) => {
-    const onData = () => {
-      const line = sn.stderr().split('\n').find((l) => l.includes('cached task deleted'));
-      if (line) { sn.proc.stderr!.off('data', onData); resolve(line); }
-    };
-    sn.proc.stderr!.on('data', onData);
-  });
+  const deleted = stderrLines(sn, 'cached task deleted');
   const h = home('p');
   const r = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'o'), '--node', sn.addr, '--home', h, '--ratelimit', '500M', '--notbs']);
   assert.equal(r.code, 0, r.stderr);
-  const line = JSON.parse(await deleted) as { taskId: string; reason: string };
+  const line = JSON.parse((await deleted)[0]) as { taskId: string; reason: string };
   assert.equal(line.taskId, taskIdFor(origin.url('f.bin'), [], ''));
   assert.equal(line.reason, 'expired');
 

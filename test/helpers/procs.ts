@@ -61,12 +61,34 @@ async function startReady<T>(name: string, args: string[]): Promise<{ ready: T; 
   };
 }
 
-export interface DfdaemonProc { port: number; url: string; host: string; stderr: () => string; stop: () => Promise<void> }
+export interface DfdaemonProc { port: number; url: string; host: string; proc: ChildProcess; stderr: () => string; stop: () => Promise<void> }
+
+/**
+ * Resolves with the first `count` stderr lines of proc (the text so far, then
+ * as it comes) that contain `text`; rejects after timeoutMs without them.
+ */
+export function stderrLines(p: { proc: ChildProcess; stderr: () => string }, text: string, count = 1, timeoutMs = 60_000): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const found = () => p.stderr().split('\n').filter((l) => l.includes(text));
+    const stop = () => { clearTimeout(timer); p.proc.stderr!.off('data', check); };
+    const check = () => {
+      const lines = found();
+      if (lines.length >= count) { stop(); resolve(lines.slice(0, count)); }
+    };
+    const timer = setTimeout(() => {
+      stop();
+      reject(new Error(`${found().length} of ${count} stderr lines with "${text}" within ${timeoutMs} ms`));
+    }, timeoutMs);
+    // Runs after the listener that accumulates the text (registered first).
+    p.proc.stderr!.on('data', check);
+    check();
+  });
+}
 
 /** Starts `dfdaemon` on a free port of 127.0.0.1. */
 export async function startDfdaemon(args: string[]): Promise<DfdaemonProc> {
   const p = await startReady<{ port: number }>('dfdaemon', ['--port', '0', '--host-ip', '127.0.0.1', ...args]);
-  return { port: p.ready.port, host: `127.0.0.1:${p.ready.port}`, url: `http://127.0.0.1:${p.ready.port}`, stderr: p.stderr, stop: p.stop };
+  return { port: p.ready.port, host: `127.0.0.1:${p.ready.port}`, url: `http://127.0.0.1:${p.ready.port}`, proc: p.proc, stderr: p.stderr, stop: p.stop };
 }
 
 /** Starts `supernode` on free ports and waits for its ready line. */

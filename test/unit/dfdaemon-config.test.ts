@@ -33,6 +33,7 @@ test('defaults when nothing is given', () => {
   assert.equal(c.port, 65001);
   assert.equal(c.hostIp, '127.0.0.1');
   assert.equal(c.rateLimitBytesPerSec, 20 * 1024 * 1024);
+  assert.equal(c.expireTimeMs, 3 * 60_000);
   assert.equal(c.registryMirror.remote, 'https://index.docker.io');
   assert.equal(c.registryMirror.insecure, false);
   assert.deepEqual(c.registryMirror.certs, []);
@@ -48,6 +49,7 @@ test('the file overrides defaults and flags override the file', () => {
     'port: 7000',
     'host_ip: 0.0.0.0',
     'ratelimit: 5M',
+    'expiretime: 10m',
     'supernodes: [a:8002, b]',
     'home: /srv/df',
     'verbose: true',
@@ -63,6 +65,7 @@ test('the file overrides defaults and flags override the file', () => {
   assert.equal(fromFile.port, 7000);
   assert.equal(fromFile.hostIp, '0.0.0.0');
   assert.equal(fromFile.rateLimitBytesPerSec, 5 * 1024 * 1024);
+  assert.equal(fromFile.expireTimeMs, 10 * 60_000);
   assert.deepEqual(fromFile.supernodes, ['a:8002', 'b:8002']);
   assert.equal(fromFile.homeDir, '/srv/df');
   assert.equal(fromFile.verbose, true);
@@ -73,10 +76,11 @@ test('the file overrides defaults and flags override the file', () => {
   assert.ok(fromFile.proxies[0].regx.test('/v2/x/blobs/sha256:00'));
   assert.equal(fromFile.proxies[1].direct, false, 'direct defaults to false');
 
-  const both = load({ port: 65002, hostIp: '127.0.0.2', ratelimit: '1M', node: 'c:9000', home: '/tmp/h', registry: 'http://127.0.0.1:5000' }, yaml);
+  const both = load({ port: 65002, hostIp: '127.0.0.2', ratelimit: '1M', expiretime: '0', node: 'c:9000', home: '/tmp/h', registry: 'http://127.0.0.1:5000' }, yaml);
   assert.equal(both.port, 65002);
   assert.equal(both.hostIp, '127.0.0.2');
   assert.equal(both.rateLimitBytesPerSec, 1024 * 1024);
+  assert.equal(both.expireTimeMs, 0);
   assert.deepEqual(both.supernodes, ['c:9000']);
   assert.equal(both.homeDir, '/tmp/h');
   assert.equal(both.registryMirror.remote, 'http://127.0.0.1:5000');
@@ -110,6 +114,8 @@ test('bad values in the file are DF_ERR_INVALID_CONFIG naming the key', () => {
     ['host_ip: localhost', /host_ip: expected an IP address/],
     ['ratelimit: fast', /ratelimit: invalid rate/],
     ['ratelimit: 0', /ratelimit: .*greater than 0/],
+    ['expiretime: soon', /expiretime: invalid duration/],
+    ['expiretime: [1]', /expiretime: expected a duration/],
     ['verbose: yes', /verbose: expected true or false/],
     ['supernodes: [1]', /supernodes: expected HOST:PORT/],
     ['supernodes: ["a:99999"]', /supernodes: .*port out of range/],
@@ -136,6 +142,7 @@ test('bad flags are DF_ERR_INVALID_ARGUMENT naming the flag', () => {
   assertDfError(() => loadConfig({ port: Number.NaN }), 'DF_ERR_INVALID_ARGUMENT', /--port/);
   assertDfError(() => loadConfig({ hostIp: 'nope' }), 'DF_ERR_INVALID_ARGUMENT', /--host-ip/);
   assertDfError(() => loadConfig({ ratelimit: '20X' }), 'DF_ERR_INVALID_ARGUMENT', /--ratelimit/);
+  assertDfError(() => loadConfig({ expiretime: '3 minutes' }), 'DF_ERR_INVALID_ARGUMENT', /--expiretime/);
   assertDfError(() => loadConfig({ registry: 'file:///etc/passwd' }), 'DF_ERR_INVALID_ARGUMENT', /--registry/);
   assertDfError(() => loadConfig({ node: 'a b' }), 'DF_ERR_INVALID_ARGUMENT', /--node/);
 });
@@ -181,7 +188,7 @@ test('relative paths in the file resolve against its directory; missing file is 
 test('examples/dfdaemon.yml is a valid config using every key', () => {
   const text = readFileSync(path.join(ROOT, 'examples', 'dfdaemon.yml'), 'utf8');
   const f = parseConfigFile(text, 'examples/dfdaemon.yml');
-  for (const k of ['port', 'hostIp', 'homeDir', 'rateLimitBytesPerSec', 'supernodes', 'verbose', 'remote', 'insecure', 'certs', 'auth', 'proxies'] as const) {
+  for (const k of ['port', 'hostIp', 'homeDir', 'rateLimitBytesPerSec', 'expireTimeMs', 'supernodes', 'verbose', 'remote', 'insecure', 'certs', 'auth', 'proxies'] as const) {
     assert.notEqual(f[k], undefined, `example sets ${k}`);
   }
 });
