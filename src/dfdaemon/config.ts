@@ -143,23 +143,18 @@ function checkBool(o: Origin, key: string, v: unknown): boolean {
   return v;
 }
 
-function checkRate(o: Origin, key: string, v: unknown): number {
-  if (typeof v !== 'string' && typeof v !== 'number') fail(o, key, `expected a rate such as 20M, got ${typeName(v)}`);
+/** A string or number the given parser turns into a number (a rate, a duration). */
+function checkParsed(o: Origin, key: string, v: unknown, expected: string, parse: (v: string | number, what: string) => number, what: string): number {
+  if (typeof v !== 'string' && typeof v !== 'number') fail(o, key, `expected ${expected}, got ${typeName(v)}`);
   try {
-    return parseRate(v, 'rate');
+    return parse(v, what);
   } catch (e) {
     return fail(o, key, (e as Error).message);
   }
 }
 
-function checkDuration(o: Origin, key: string, v: unknown): number {
-  if (typeof v !== 'string' && typeof v !== 'number') fail(o, key, `expected a duration such as 3m, got ${typeName(v)}`);
-  try {
-    return parseDuration(v, 'duration');
-  } catch (e) {
-    return fail(o, key, (e as Error).message);
-  }
-}
+const checkRate = (o: Origin, key: string, v: unknown): number => checkParsed(o, key, v, 'a rate such as 20M', parseRate, 'rate');
+const checkDuration = (o: Origin, key: string, v: unknown): number => checkParsed(o, key, v, 'a duration such as 3m', parseDuration, 'duration');
 
 function checkNodes(o: Origin, key: string, v: unknown): string[] {
   const list = typeof v === 'string' ? [v] : v;
