@@ -1,29 +1,16 @@
 /** Sends a byte range of a file over HTTP, under an optional upload limit. */
 import * as fs from 'node:fs';
 import type { ServerResponse } from 'node:http';
+import { pieceBuffers } from './buffer-pool';
 import type { RateLimiter } from './ratelimit';
 
 /**
- * Bytes read from the file per write. Reads go into buffers taken from a
- * shared free list and returned once the socket took them, so serving many
- * pieces touches the same few buffers instead of fresh memory per read (on a
- * VM every newly touched page costs a fault in the guest and the host).
+ * Bytes read from the file per write, into buffers of the shared pool given
+ * back once the socket took them.
  */
-const CHUNK_BYTES = 256 * 1024;
+const CHUNK_BYTES = pieceBuffers.size;
 /** Writes handed to the socket and not yet taken, per response. */
 const WRITES_AHEAD = 2;
-/** Buffers kept on the free list between responses. */
-const MAX_FREE_CHUNKS = 32;
-const freeChunks: Buffer[] = [];
-
-function takeChunk(): Buffer {
-  return freeChunks.pop() ?? Buffer.allocUnsafeSlow(CHUNK_BYTES);
-}
-
-function giveBack(b: Buffer): void {
-  if (freeChunks.length < MAX_FREE_CHUNKS) freeChunks.push(b);
-}
-
 
 /**
  * Answers 206 with bytes start..end (inclusive) of filePath. The file calls
@@ -72,7 +59,7 @@ async function pump(
   try {
     for (let pos = start; pos <= end;) {
       if (failure) throw failure;
-      const buf = takeChunk();
+      const buf = pieceBuffers.take();
       const n = fs.readSync(fd, buf, 0, Math.min(CHUNK_BYTES, end - pos + 1), pos);
       if (n === 0) throw new Error('the file is shorter than the range');
       if (limiter) await limiter.take(n);
@@ -83,7 +70,7 @@ async function pump(
       res.write(buf.subarray(0, n), (err) => {
         pending--;
         // A buffer whose write failed may still be referenced by the socket: let it go.
-        if (err) failure ??= err; else giveBack(buf);
+        if (err) failure ??= err; else pieceBuffers.give(buf);
         const w = wake;
         wake = undefined;
         w?.();

@@ -97,7 +97,8 @@ const RESUME_PROGRESS_BYTES = 1024 * 1024;
 /** ...waiting this long before the first try, twice as long before each next. */
 const RESUME_BACKOFF_MS = 250;
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/** Waits ms, or less when the signal aborts. */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const t = setTimeout(done, ms);
     function done() { clearTimeout(t); signal?.removeEventListener('abort', done); resolve(); }

@@ -16,7 +16,7 @@ import { Readable } from 'node:stream';
 import type { IncomingHttpHeaders } from 'node:http';
 import { Agent, type Dispatcher, request } from 'undici';
 import { DfError } from '../common/errors';
-import { redactUrl } from '../common/http';
+import { redactUrl, sleep } from '../common/http';
 import type { Logger } from '../common/logger';
 import type { RegistryMirrorConfig } from './config';
 import { discard } from './blob-streams';
@@ -166,7 +166,7 @@ export class Upstream {
         why = e.message;
       }
       this.logger.warn({ url: redactUrl(req.url), method: req.method, attempt, why, waitMs }, 'upstream failed; trying again');
-      await new Promise((r) => setTimeout(r, waitMs));
+      await sleep(waitMs, req.signal);
       if (req.signal?.aborted) throw new DfError('DF_ERR_CLOSED', 'request cancelled');
     }
   }

@@ -13,17 +13,15 @@ import { SUPERNODE_HOLDER_ID } from '../common/constants';
 import { DfError, toDfError, isErrorCode } from '../common/errors';
 import type { Logger } from '../common/logger';
 import type { RateLimiter } from '../common/ratelimit';
+import { pieceBuffers } from '../common/buffer-pool';
 import type { PieceAssignment, RegisterRequest, RegisterResponse, SupernodeMessage, TaskUpdate } from '../common/proto';
 import { SupernodeClients, type PiecesCall, type SupernodeClient } from '../supernode/client';
 import { PieceClient } from './piece-client';
 
-/** Bytes of a piece gathered before they are written out together. */
-const WRITE_BATCH_BYTES = 256 * 1024;
+/** Bytes of a piece gathered before they are written out together (a buffer of the shared pool). */
+const WRITE_BATCH_BYTES = pieceBuffers.size;
 /** Longest a complete download waits for its starting piece server to announce the port. */
 const SERVING_WAIT_MS = 15_000;
-/** Write batches of finished pieces, reused by the next ones (fresh memory costs page faults). */
-const freeBatches: Buffer[] = [];
-const MAX_FREE_BATCHES = 16;
 /** Longest silence from a holder before its piece fails, ms. */
 const PIECE_TIMEOUT_MS = 15_000;
 
@@ -261,7 +259,7 @@ export class P2PDownload extends EventEmitter {
     let filled = 0;
     // Chunks are copied into a batch and written together: one syscall per
     // WRITE_BATCH_BYTES instead of one per read.
-    const batch = freeBatches.pop() ?? Buffer.allocUnsafeSlow(WRITE_BATCH_BYTES);
+    const batch = pieceBuffers.take();
     const batchBytes = Math.min(WRITE_BATCH_BYTES, piece.length);
     let used = 0;
     const flush = () => {
@@ -291,7 +289,7 @@ export class P2PDownload extends EventEmitter {
       flush();
     } finally {
       // Writes are synchronous, so nothing refers to the batch any more.
-      if (freeBatches.length < MAX_FREE_BATCHES) freeBatches.push(batch);
+      pieceBuffers.give(batch);
     }
     if (filled !== piece.length) throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr} sent ${filled} of ${piece.length} bytes`);
     if (hash.digest('hex') !== piece.sha256) {
