@@ -47,6 +47,7 @@ function parseArgs(argv: string[]) {
     .option('out', { type: 'string', default: '.bench-results', describe: 'Directory for results.json and chart.svg' })
     .option('netbed-id', { type: 'number', default: 7, describe: 'NETBED_ID of the testbed (0..99); only its own hosts are touched' })
     .option('static-neighbours', { type: 'boolean', default: true, describe: 'Permanent ARP entries on every host, so no connect() fails at address resolution over a saturated link (--no-static-neighbours: resolve as usual)' })
+    .option('upload-headroom', { type: 'number', default: 2, describe: 'Percent below the link rate at which the supernode, every dfget and every dfdaemon cap their piece uploads (--upload-rate), so that a full uplink does not hold up the acknowledgements of what the host downloads; 0 = no cap' })
     .option('timeout', { type: 'number', describe: 'Seconds before a scenario\'s hosts are killed (default: 3 x N x F / Us + 30)' })
     .strict()
     .version(false)
@@ -137,6 +138,9 @@ async function main(): Promise<void> {
     fail((e as Error).message);
   }
   if (sizeBytes < 4096) fail('--size must be at least 4K');
+  const headroom = a['upload-headroom'];
+  if (!Number.isFinite(headroom) || headroom < 0 || headroom >= 100) fail('--upload-headroom must be a percentage, 0 to below 100');
+  const uploadRateBytesPerSec = headroom > 0 ? Math.floor((rateBits / 8) * (1 - headroom / 100)) : 0;
   const scenarios = (a.scenarios ?? (a.sweep ? 'direct,p2p' : SCENARIOS.join(',')))
     .split(',').map((s) => s.trim()).filter(Boolean) as ScenarioName[];
   for (const s of scenarios) if (!SCENARIOS.includes(s)) fail(`unknown scenario "${s}"; known: ${SCENARIOS.join(', ')}`);
@@ -194,6 +198,7 @@ async function main(): Promise<void> {
     config: {
       peers: peersList, rate: a.rate, rateBitsPerSec: rateBits, sizeBytes, scenarios, netbedId: id, sweep: a.sweep,
       staticNeighbours: a['static-neighbours'],
+      uploadHeadroomPct: headroom,
     },
     results: [],
     allVerified: false,
@@ -225,6 +230,7 @@ async function main(): Promise<void> {
     hookPath: join(DIST, 'bench', 'lib', 'procstat-hook.js'),
     rate: a.rate,
     rateBitsPerSec: rateBits,
+    uploadRateBytesPerSec,
     peerHosts,
     file: { path: file.path, name: 'file.bin', bytes: sizeBytes, sha256: file.sha256, url: origin.url },
     originStatsUrl: origin.statsUrl,

@@ -17,7 +17,7 @@ import { stopPid, type Spawned } from './netbed';
 import { combineUsage, cpuBusyPct, cpuSnapshot, ProcSampler, readHookRecord, type ProcUsage } from './procstat';
 import {
   dfdaemonAvailable, dfdaemonMetrics, measuredEnv, ORIGIN_HOST, originBodyBytes, SN_HOST, startDfdaemon,
-  startSupernode, type DfdaemonHandle, type SupernodeHandle,
+  startSupernode, uploadRateArgs, type DfdaemonHandle, type SupernodeHandle,
 } from './services';
 import { lowerBoundS, median, round } from './stats';
 import type { BenchContext, HostResult, RoleUsage, ScenarioName, ScenarioResult } from './types';
@@ -266,7 +266,7 @@ async function runP2P(ctx: BenchContext, n: number, dir: string): Promise<Scenar
   const env = measuredEnv(ctx);
   const timed = await startAllAndWait(hosts, (h) => ctx.nb.exec(h, process.execPath, [
     dfget, '--url', ctx.file.url, '-o', out(h), '--node', sn.node, '--home', home(h),
-    '--ratelimit', '1G', '--notbs', '--alivetime', '2m',
+    '--ratelimit', '1G', '--notbs', '--alivetime', '2m', ...uploadRateArgs(ctx),
   ], { logFile: log(h), env }), deadlineS(ctx, n, ctx.file.bytes), (h) => {
     void uploaderPid(home(h)).then((pid) => {
       if (pid) { uploaders.set(h, pid); ctx.nb.procs.addPid(pid); }

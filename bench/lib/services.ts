@@ -26,6 +26,11 @@ export function measuredEnv(ctx: Pick<BenchContext, 'hookPath' | 'procstatDir'>)
   return { NODE_OPTIONS: `${prev}--require ${ctx.hookPath}`, BENCH_PROCSTAT_DIR: ctx.procstatDir };
 }
 
+/** `--upload-rate` for the programs that serve pieces, when the run caps uploads. */
+export function uploadRateArgs(ctx: Pick<BenchContext, 'uploadRateBytesPerSec'>): string[] {
+  return ctx.uploadRateBytesPerSec > 0 ? ['--upload-rate', String(ctx.uploadRateBytesPerSec)] : [];
+}
+
 /** The last lines of a log, for error messages (the run's temp dir is removed afterwards). */
 export async function tail(file: string, lines = 4): Promise<string> {
   const text = await readFile(file, 'utf8').catch(() => '');
@@ -91,6 +96,7 @@ export async function startSupernode(ctx: BenchContext, dir: string): Promise<Su
   const s = ctx.nb.exec(SN_HOST, process.execPath, [
     join(ctx.distDir, 'src', 'cli', 'supernode.js'),
     '--advertise-ip', ip, '--home-dir', join(dir, 'supernode-home'), '--max-bandwidth', '1G',
+    ...uploadRateArgs(ctx),
   ], { logFile, pipeStdout: true, env: measuredEnv(ctx) });
   const ready = await readyLine<{ port: number; downloadPort: number }>(s, 'supernode', logFile, 30_000);
   const metricsUrl = `http://${ip}:${ready.downloadPort}/metrics`;
@@ -189,7 +195,7 @@ export async function startDfdaemon(ctx: BenchContext, host: string, dir: string
   const s = ctx.nb.exec(host, process.execPath, [
     dfdaemonScript(ctx.distDir),
     '--registry', registryUrl, '--port', String(DFDAEMON_PORT), '--host-ip', '127.0.0.1',
-    '--node', snNode, '--home', home, '--ratelimit', '1G',
+    '--node', snNode, '--home', home, '--ratelimit', '1G', ...uploadRateArgs(ctx),
   ], { logFile, env: measuredEnv(ctx) });
   let exited: number | undefined;
   void s.exited.then(({ code }) => { exited = code; });

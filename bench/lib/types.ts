@@ -114,6 +114,8 @@ export interface BenchResults {
     sweep: boolean;
     /** Permanent ARP entries on every host (--static-neighbours); absent = false. */
     staticNeighbours?: boolean;
+    /** --upload-headroom: percent below the link rate the programs cap their uploads at (0 = no cap); absent = 0. */
+    uploadHeadroomPct?: number;
   };
   results: ScenarioResult[];
   /** True when every result verified. */
@@ -132,6 +134,8 @@ export interface BenchContext {
   hookPath: string;
   rate: string;
   rateBitsPerSec: number;
+  /** --upload-rate given to the supernode, dfget and dfdaemon, bytes/s; 0 = none given. */
+  uploadRateBytesPerSec: number;
   /** All peer hosts that are up (h1..hMAX); a scenario with N peers uses the first N. */
   peerHosts: string[];
   file: { path: string; name: string; bytes: number; sha256: string; url: string };

@@ -45,6 +45,11 @@ function buildParser(argv: string[]) {
       describe: 'A finished blob nobody has read or fetched pieces of for this long is deleted from --home (0: kept until dfdaemon exits)',
       defaultDescription: '3m',
     })
+    .option('upload-rate', {
+      type: 'string',
+      describe: 'Cap on bytes/s of pieces this host serves to other peers (K, M, G = KiB, MiB, GiB); a little below the uplink keeps its own downloads fast',
+      defaultDescription: '100M',
+    })
     .option('port', {
       type: 'number',
       describe: 'Port to listen on (0: any free port)',
@@ -92,6 +97,7 @@ function flagsFrom(a: Record<string, unknown>): DfdaemonFlags {
     registry: a.registry as string | undefined,
     ratelimit: a.ratelimit as string | undefined,
     expiretime: a.expiretime as string | undefined,
+    uploadRate: a['upload-rate'] as string | undefined,
     port: a.port as number | undefined,
     hostIp: a.hostIp as string | undefined,
     node: a.node as string | string[] | undefined,
@@ -115,6 +121,7 @@ async function main(argv: string[]): Promise<void> {
       homeDir: config.homeDir,
       rateLimitBytesPerSec: config.rateLimitBytesPerSec,
       expireTimeMs: config.expireTimeMs,
+      uploadRateBytesPerSec: config.uploadRateBytesPerSec,
       logger: logger.child({ component: 'p2p' }),
     });
     await blobSource.start();

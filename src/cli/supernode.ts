@@ -49,6 +49,7 @@ export function parseSupernodeArgs(argv: string[]) {
     .option('listen', { type: 'string', default: '0.0.0.0', describe: 'Address both ports listen on' })
     .option('home-dir', { type: 'string', default: DEFAULTS.supernodeHomeDir, describe: 'Cache directory: pieces (repo/) and task metadata (meta/)' })
     .option('max-bandwidth', { type: 'string', default: '200M', describe: 'Cap on bytes/s pulled from sources, all tasks together (K, M, G = KiB, MiB, GiB; 0 = unlimited)' })
+    .option('upload-rate', { type: 'string', default: '0', describe: 'Cap on bytes/s of pieces sent to peers, all together (K, M, G = KiB, MiB, GiB; 0 = unlimited). A little below the uplink (e.g. 95 %) keeps the source fetch fast: a full uplink delays the source\'s acknowledgements' })
     .option('piece-size', { type: 'string', default: 'auto', describe: 'Piece size: auto (256 KiB to 4 MiB, about 256 pieces a file) or a size such as 4M' })
     .option('source-timeout', { type: 'string', default: '30s', describe: 'A source silent for this long is asked for the rest with a range request (3 tries in a row), then fails its task' })
     .option('task-expire-time', { type: 'string', default: '24h', describe: 'Cache GC: a cached task no peer registered for in this long is deleted (e.g. 30m, 168h; 0 = never)' })
@@ -74,6 +75,7 @@ async function main(): Promise<void> {
       downloadPort: portOf(a['download-port'], '--download-port'),
       listenHost: a.listen,
       maxBandwidthBytesPerSec: parseSize(a['max-bandwidth'], '--max-bandwidth'),
+      uploadRateBytesPerSec: parseSize(a['upload-rate'], '--upload-rate'),
       pieceSize,
       sourceTimeoutMs: parseDuration(a['source-timeout'], '--source-timeout'),
       cachePolicy: {

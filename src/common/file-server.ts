@@ -6,7 +6,8 @@ import type { RateLimiter } from './ratelimit';
 
 /**
  * Bytes read from the file per write, into buffers of the shared pool given
- * back once the socket took them.
+ * back once the socket took them. Under a limiter, a write is at most its
+ * burst, so the bytes go out paced rather than a chunk at a time.
  */
 const CHUNK_BYTES = pieceBuffers.size;
 /** Writes handed to the socket and not yet taken, per response. */
@@ -43,6 +44,7 @@ async function pump(
   opts: { limiter?: RateLimiter; onBytes?: (n: number) => void },
 ): Promise<void> {
   const limiter = opts.limiter && !opts.limiter.unlimited ? opts.limiter : undefined;
+  const chunkBytes = limiter ? Math.max(1, Math.min(CHUNK_BYTES, limiter.burst)) : CHUNK_BYTES;
   let pending = 0;
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
@@ -60,7 +62,7 @@ async function pump(
     for (let pos = start; pos <= end;) {
       if (failure) throw failure;
       const buf = pieceBuffers.take();
-      const n = fs.readSync(fd, buf, 0, Math.min(CHUNK_BYTES, end - pos + 1), pos);
+      const n = fs.readSync(fd, buf, 0, Math.min(chunkBytes, end - pos + 1), pos);
       if (n === 0) throw new Error('the file is shorter than the range');
       if (limiter) await limiter.take(n);
       if (failure) throw failure;

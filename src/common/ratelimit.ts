@@ -12,7 +12,8 @@ export const systemClock: Clock = { now: () => performance.now() };
 
 export class RateLimiter {
   readonly bytesPerSec: number;
-  private readonly burst: number;
+  /** Most bytes let out at once after an idle spell. */
+  readonly burst: number;
   private tokens: number;
   private last: number;
   private readonly clock: Clock;
@@ -47,6 +48,25 @@ export class RateLimiter {
     const waitMs = this.reserve(n);
     if (waitMs > 0) await new Promise<void>((r) => setTimeout(r, Math.ceil(waitMs)));
   }
+}
+
+/** An uplink limiter's burst: 10 ms of its rate, at least 64 KiB. */
+export function uplinkBurstBytes(bytesPerSec: number): number {
+  return Math.max(64 * 1024, Math.round(bytesPerSec / 100));
+}
+
+/**
+ * A limiter for bytes a host sends (piece uploads), or undefined for
+ * unlimited (bytesPerSec <= 0). Its bursts are short on purpose: a host whose
+ * uplink is full queues the acknowledgements of what it downloads behind its
+ * own data, which slows its downloads (the supernode's source fetch, a peer's
+ * pieces). Capped a little below the link's rate, in bursts of about 10 ms,
+ * the link's queue stays short.
+ */
+export function uplinkLimiter(bytesPerSec: number): RateLimiter | undefined {
+  return bytesPerSec > 0 && Number.isFinite(bytesPerSec)
+    ? new RateLimiter(bytesPerSec, { burstBytes: uplinkBurstBytes(bytesPerSec) })
+    : undefined;
 }
 
 /** Takes from every limiter given (e.g. a per-download and a global one). */

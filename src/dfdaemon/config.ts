@@ -12,6 +12,7 @@
  *   home: /var/lib/dragonfly    # working directory of the P2P peer
  *   ratelimit: 20M              # bytes/s, K/M/G = KiB/MiB/GiB
  *   expiretime: 3m              # a finished blob unused this long leaves the disk (0: at exit)
+ *   upload_rate: 100M           # bytes/s of pieces served to other peers
  *   supernodes: [host:port]     # or "host:port,host:port"
  *   verbose: false
  *   registry_mirror:
@@ -62,6 +63,8 @@ export interface DfdaemonConfig {
   rateLimitBytesPerSec: number;
   /** A finished blob unused this long is deleted from home, ms; 0 = kept until exit. */
   expireTimeMs: number;
+  /** Cap on bytes/s of pieces served to other peers. */
+  uploadRateBytesPerSec: number;
   /** "host:port" of the supernodes; empty: every blob is fetched directly. */
   supernodes: string[];
   verbose: boolean;
@@ -75,6 +78,7 @@ export interface DfdaemonFlags {
   registry?: string;
   ratelimit?: string | number;
   expiretime?: string | number;
+  uploadRate?: string | number;
   port?: number;
   hostIp?: string;
   node?: string | string[];
@@ -94,6 +98,7 @@ export function defaultConfig(): DfdaemonConfig {
     homeDir: defaultHomeDir(),
     rateLimitBytesPerSec: DEFAULTS.dfdaemonRateLimitBytesPerSec,
     expireTimeMs: DEFAULTS.dfdaemonExpireTimeMs,
+    uploadRateBytesPerSec: DEFAULTS.dfgetUploadRateBytesPerSec,
     supernodes: [],
     verbose: false,
     registryMirror: { remote: DEFAULTS.dfdaemonRegistry, insecure: false, certs: [] },
@@ -213,7 +218,7 @@ function checkMapping(o: Origin, key: string, v: unknown, allowed: readonly stri
   return v as Record<string, unknown>;
 }
 
-const TOP_KEYS = ['port', 'host_ip', 'home', 'ratelimit', 'expiretime', 'supernodes', 'verbose', 'registry_mirror', 'proxies'] as const;
+const TOP_KEYS = ['port', 'host_ip', 'home', 'ratelimit', 'expiretime', 'upload_rate', 'supernodes', 'verbose', 'registry_mirror', 'proxies'] as const;
 const MIRROR_KEYS = ['remote', 'insecure', 'certs', 'auth'] as const;
 const AUTH_KEYS = ['username', 'password'] as const;
 const RULE_KEYS = ['regx', 'direct'] as const;
@@ -225,6 +230,7 @@ export interface FileConfig {
   homeDir?: string;
   rateLimitBytesPerSec?: number;
   expireTimeMs?: number;
+  uploadRateBytesPerSec?: number;
   supernodes?: string[];
   verbose?: boolean;
   remote?: string;
@@ -260,6 +266,7 @@ export function parseConfigFile(text: string, file: string): FileConfig {
   if (has(top, 'home')) out.homeDir = path.resolve(baseDir, checkString(o, 'home', top.home));
   if (has(top, 'ratelimit')) out.rateLimitBytesPerSec = checkRate(o, 'ratelimit', top.ratelimit);
   if (has(top, 'expiretime')) out.expireTimeMs = checkDuration(o, 'expiretime', top.expiretime);
+  if (has(top, 'upload_rate')) out.uploadRateBytesPerSec = checkRate(o, 'upload_rate', top.upload_rate);
   if (has(top, 'supernodes')) out.supernodes = checkNodes(o, 'supernodes', top.supernodes);
   if (has(top, 'verbose')) out.verbose = checkBool(o, 'verbose', top.verbose);
 
@@ -325,6 +332,7 @@ export function loadConfig(flags: DfdaemonFlags, opts: LoadOptions = {}): Dfdaem
   cfg.homeDir = flags.home !== undefined ? path.resolve(checkString(f, 'home', flags.home)) : file.homeDir ?? cfg.homeDir;
   cfg.rateLimitBytesPerSec = flags.ratelimit !== undefined ? checkRate(f, 'ratelimit', flags.ratelimit) : file.rateLimitBytesPerSec ?? cfg.rateLimitBytesPerSec;
   cfg.expireTimeMs = flags.expiretime !== undefined ? checkDuration(f, 'expiretime', flags.expiretime) : file.expireTimeMs ?? cfg.expireTimeMs;
+  cfg.uploadRateBytesPerSec = flags.uploadRate !== undefined ? checkRate(f, 'upload-rate', flags.uploadRate) : file.uploadRateBytesPerSec ?? cfg.uploadRateBytesPerSec;
   cfg.supernodes = flags.node !== undefined ? checkNodes(f, 'node', flags.node) : file.supernodes ?? cfg.supernodes;
   cfg.verbose = flags.verbose === true ? true : file.verbose ?? cfg.verbose;
   cfg.registryMirror = {
@@ -351,6 +359,7 @@ export function redactConfig(cfg: DfdaemonConfig): Record<string, unknown> {
     homeDir: cfg.homeDir,
     rateLimitBytesPerSec: cfg.rateLimitBytesPerSec,
     expireTimeMs: cfg.expireTimeMs,
+    uploadRateBytesPerSec: cfg.uploadRateBytesPerSec,
     supernodes: cfg.supernodes,
     registry: cfg.registryMirror.remote,
     insecure: cfg.registryMirror.insecure,

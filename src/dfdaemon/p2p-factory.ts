@@ -11,6 +11,8 @@ export interface P2PBlobSourceOptions {
   rateLimitBytesPerSec: number;
   /** A finished blob unused this long is deleted, ms; 0 = kept until close. */
   expireTimeMs?: number;
+  /** Cap on bytes/s of pieces served to other peers; default DEFAULTS.dfgetUploadRateBytesPerSec. */
+  uploadRateBytesPerSec?: number;
   logger: Logger;
 }
 

@@ -16,7 +16,7 @@ import { DEFAULTS } from '../common/constants';
 import { DfError, toDfError } from '../common/errors';
 import { parseDigest } from '../common/digest';
 import type { Logger } from '../common/logger';
-import { RateLimiter } from '../common/ratelimit';
+import { RateLimiter, uplinkLimiter } from '../common/ratelimit';
 import type { BlobRange, BlobRequest, BlobSource, OpenedBlob } from './blob-source';
 import { P2PDownload } from './downloader';
 import { PieceUploader, dataFilePath } from './uploader';
@@ -92,7 +92,7 @@ export class P2PBlobSource extends EventEmitter implements BlobSource {
     this.dataDir = path.join(opts.homeDir, 'data');
     const up = opts.uploadRateBytesPerSec ?? DEFAULTS.dfgetUploadRateBytesPerSec;
     this.uploader = new PieceUploader({
-      dataDir: this.dataDir, limiter: up > 0 ? new RateLimiter(up) : undefined, logger: opts.logger,
+      dataDir: this.dataDir, limiter: uplinkLimiter(up), logger: opts.logger,
       onServe: (taskId, peerId) => {
         for (const e of this.entries.values()) if (e.taskId === taskId && e.peerId === peerId) e.lastUsedAt = Date.now();
       },

@@ -11,7 +11,7 @@
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { createLogger } from '../common/logger';
-import { RateLimiter } from '../common/ratelimit';
+import { uplinkLimiter } from '../common/ratelimit';
 import { sendText } from '../common/file-server';
 import { PieceUploader } from './uploader';
 import { readUploaderInfo, pidAlive, lockPath, infoPath, type TaskSidecar, SIDECAR_SUFFIX } from './uploader-files';
@@ -67,7 +67,7 @@ async function main(): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const uploader = new PieceUploader({
     dataDir,
-    limiter: args.uploadRate > 0 ? new RateLimiter(args.uploadRate) : undefined,
+    limiter: uplinkLimiter(args.uploadRate),
     logger: log,
     extraRoute: (req, res, url) => {
       if (url.pathname !== '/alive' || req.method !== 'POST') return false;
@@ -92,8 +92,9 @@ async function main(): Promise<void> {
     log.info({ why }, 'uploader stopping');
     await uploader.close();
     await leaveAll(dataDir, log, process.pid);
-    await fs.rm(infoPath(args.home), { force: true });
-    await fs.rm(lockPath(args.home), { force: true });
+    // Only our own: if the home was removed under us, a newer uploader may own these names now.
+    if ((await readUploaderInfo(args.home))?.pid === process.pid) await fs.rm(infoPath(args.home), { force: true });
+    if (Number(await fs.readFile(lockPath(args.home), 'utf8').catch(() => '')) === process.pid) await fs.rm(lockPath(args.home), { force: true });
     process.exit(0);
   };
   function arm(): void {

@@ -5,13 +5,17 @@
 import * as http from 'node:http';
 import type { Logger } from '../common/logger';
 import type { Registry, SupernodeMetrics } from '../common/metrics';
+import type { RateLimiter } from '../common/ratelimit';
 import { parseRange } from '../common/range';
 import { sendFileRange, sendText } from '../common/file-server';
 import type { Task } from './task';
 
 const PIECE_PATH = /^\/pieces\/([a-f0-9]{64})$/;
 
-export function createPieceServer(lookup: (taskId: string) => Task | undefined, register: Registry, metrics: SupernodeMetrics, log: Logger): http.Server {
+/** `limiter` caps all piece uploads together (the supernode's --upload-rate). */
+export function createPieceServer(
+  lookup: (taskId: string) => Task | undefined, register: Registry, metrics: SupernodeMetrics, log: Logger, limiter?: RateLimiter,
+): http.Server {
   const server = http.createServer((req, res) => {
     handle(req, res).catch((err) => {
       log.debug({ err: String(err) }, 'piece upload ended early');
@@ -33,7 +37,7 @@ export function createPieceServer(lookup: (taskId: string) => Task | undefined, 
     if (range === undefined || range === 'invalid') return sendText(res, 400, 'a single byte range is required');
     if (range === 'unsatisfiable' || range.end >= available) return sendText(res, 416, 'range not available');
     await sendFileRange(res, task.filePath, range.start, range.end, task.contentLength >= 0 ? task.contentLength : '*', {
-      onBytes: (n) => metrics.uploadBytes.inc(n),
+      onBytes: (n) => metrics.uploadBytes.inc(n), limiter,
     });
   }
   server.keepAliveTimeout = 30_000;

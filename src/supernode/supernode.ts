@@ -7,7 +7,7 @@ import type { Dispatcher } from 'undici';
 import { DEFAULTS } from '../common/constants';
 import type { Logger } from '../common/logger';
 import { newRegistry, supernodeMetrics, type Registry, type SupernodeMetrics } from '../common/metrics';
-import { RateLimiter } from '../common/ratelimit';
+import { RateLimiter, uplinkLimiter } from '../common/ratelimit';
 import { joinHostPort } from '../common/net';
 import { sourceAgent } from '../common/http';
 import { LevelTaskStore, type TaskStore } from './store';
@@ -29,6 +29,8 @@ export interface SupernodeOptions {
   listenHost?: string;
   /** Cap on bytes/s pulled from sources, all tasks together; 0 = unlimited. */
   maxBandwidthBytesPerSec?: number;
+  /** Cap on bytes/s of pieces served to peers, all uploads together; 0 = unlimited. */
+  uploadRateBytesPerSec?: number;
   pieceSize?: number | 'auto';
   /** Longest silence from a source before its fetch fails, ms. */
   sourceTimeoutMs?: number;
@@ -66,7 +68,7 @@ export class Supernode {
     this.dispatcher = sourceAgent({ headersTimeoutMs: opts.sourceTimeoutMs, bodyTimeoutMs: opts.sourceTimeoutMs });
 
     // The download port is bound first: its address goes into every assignment.
-    this.httpServer = createPieceServer((id) => this.tasks?.get(id), this.register, this.metrics, opts.logger);
+    this.httpServer = createPieceServer((id) => this.tasks?.get(id), this.register, this.metrics, opts.logger, uplinkLimiter(opts.uploadRateBytesPerSec ?? 0));
     this.downloadPort = await new Promise<number>((res, rej) => {
       this.httpServer!.once('error', rej);
       this.httpServer!.listen(opts.downloadPort ?? DEFAULTS.supernodeDownloadPort, listenHost, () => {

@@ -5,6 +5,7 @@
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
+import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
@@ -12,9 +13,11 @@ import { sendFileRange } from '../../src/common/file-server';
 import { metricValue } from '../../src/common/metrics';
 import { silentLogger } from '../../src/common/logger';
 import { P2PDownload } from '../../src/peer/downloader';
+import { ensureUploader } from '../../src/peer/uploader-launcher';
+import { pidAlive, readUploaderInfo } from '../../src/peer/uploader-files';
 import { SupernodeClient } from '../../src/supernode/client';
 import { DEFAULT_SCHEDULER_OPTIONS } from '../../src/supernode/scheduler';
-import { sha256File } from '../helpers/origin';
+import { sha256File, tempDir } from '../helpers/origin';
 import { fixture, runCli, startSupernode, stopUploader } from '../helpers/procs';
 
 const MiB = 1024 * 1024;
@@ -154,6 +157,21 @@ test('--max-bandwidth caps what the supernode pulls from the source', async (t) 
   assert.equal(await sha256File(path.join(dir, 'out')), file.sha256);
 });
 
+test('--upload-rate caps what the supernode sends to peers, not what it pulls', async (t) => {
+  const { dir, file, origin } = await fixture(t, 4 * MiB, { supernode: false });
+  const sn = await startSupernode(path.join(dir, 'sn'), ['--upload-rate', '2M']);
+  t.after(() => sn.stop());
+  const home = path.join(dir, 'home');
+  t.after(() => stopUploader(home));
+  // The only peer gets every piece from the supernode: 4 MiB at 2 MiB/s, less
+  // one burst, is at least 1.9 s, however fast the source is.
+  const r = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'out'), '--node', sn.addr, '--home', home,
+    '--ratelimit', '500M', '--notbs']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.ok(r.ms >= 1900, `the uploads were not capped: ${r.ms} ms`);
+  assert.equal(await sha256File(path.join(dir, 'out')), file.sha256);
+});
+
 test('a peer that registered before its piece server was up is asked for pieces only once it sends its port', async (t) => {
   const { dir, file, origin, sn, home: peerHome } = await fixture(t, 8 * MiB);
   await warmSupernode(dir, origin.url('f.bin'), sn.addr, peerHome('warm'));
@@ -214,4 +232,19 @@ test('a download done before its piece server is up keeps its stream open until 
   assert.equal(next.code, 0, next.stderr);
   assert.equal(await sha256File(path.join(dir, 'next.out')), file.sha256);
   assert.ok(asked.length >= 1, 'the host was never asked for a piece after it sent its port');
+});
+
+test('an uploader whose home was removed under it leaves the next uploader\'s files alone when it exits', async (t) => {
+  const home = path.join(await tempDir('df-up-'), 'home');
+  const first = await ensureUploader({ home, uploadRateBytesPerSec: 1024 * 1024, aliveTimeMs: 300 });
+  await fs.rm(home, { recursive: true, force: true });
+  const second = await ensureUploader({ home, uploadRateBytesPerSec: 1024 * 1024, aliveTimeMs: 60_000 });
+  t.after(() => stopUploader(home));
+  assert.notEqual(second.pid, first.pid);
+  // The first is a detached process of its own: there is no exit event to wait on.
+  const deadline = Date.now() + 10_000;
+  while (pidAlive(first.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(pidAlive(first.pid), false, 'the first uploader did not exit after its alive time');
+  assert.equal((await readUploaderInfo(home))?.pid, second.pid);
+  assert.equal(Number(await fs.readFile(path.join(home, 'uploader.lock'), 'utf8')), second.pid);
 });

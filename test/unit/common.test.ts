@@ -10,7 +10,7 @@ import { parseDigest, parseMd5 } from '../../src/common/digest';
 import { parseRange } from '../../src/common/range';
 import { filterUrl, parseFilter, parseHeaders, parseHttpUrl, taskIdFor } from '../../src/common/url';
 import { firstNonLoopbackAddress, parseNodeList, resolveAdvertiseIp } from '../../src/common/net';
-import { RateLimiter, type Clock } from '../../src/common/ratelimit';
+import { RateLimiter, uplinkLimiter, type Clock } from '../../src/common/ratelimit';
 import { metricValue } from '../../src/common/metrics';
 import { autoPieceSize } from '../../src/supernode/cdn';
 import { translateJavaProps } from '../../src/cli/supernode';
@@ -110,6 +110,14 @@ test('rate limiter paces by a clock and keeps the burst small', () => {
   now += 1000;
   assert.equal(l.reserve(0), 0);
   assert.ok(new RateLimiter(0).unlimited);
+});
+
+test('an uplink limiter lets out about 10 ms of its rate at once, at least 64 KiB; none for 0', () => {
+  assert.equal(uplinkLimiter(0), undefined);
+  assert.equal(uplinkLimiter(-1), undefined);
+  assert.equal(uplinkLimiter(6_125_000)?.burst, 64 * 1024);
+  assert.equal(uplinkLimiter(100 * 1024 * 1024)?.burst, Math.round(100 * 1024 * 1024 / 100));
+  assert.equal(uplinkLimiter(6_125_000)?.bytesPerSec, 6_125_000);
 });
 
 test('auto piece size: about 256 pieces, 256 KiB to 4 MiB', () => {

@@ -50,6 +50,7 @@ test('the file overrides defaults and flags override the file', () => {
     'host_ip: 0.0.0.0',
     'ratelimit: 5M',
     'expiretime: 10m',
+    'upload_rate: 6M',
     'supernodes: [a:8002, b]',
     'home: /srv/df',
     'verbose: true',
@@ -66,6 +67,7 @@ test('the file overrides defaults and flags override the file', () => {
   assert.equal(fromFile.hostIp, '0.0.0.0');
   assert.equal(fromFile.rateLimitBytesPerSec, 5 * 1024 * 1024);
   assert.equal(fromFile.expireTimeMs, 10 * 60_000);
+  assert.equal(fromFile.uploadRateBytesPerSec, 6 * 1024 * 1024);
   assert.deepEqual(fromFile.supernodes, ['a:8002', 'b:8002']);
   assert.equal(fromFile.homeDir, '/srv/df');
   assert.equal(fromFile.verbose, true);
@@ -76,11 +78,12 @@ test('the file overrides defaults and flags override the file', () => {
   assert.ok(fromFile.proxies[0].regx.test('/v2/x/blobs/sha256:00'));
   assert.equal(fromFile.proxies[1].direct, false, 'direct defaults to false');
 
-  const both = load({ port: 65002, hostIp: '127.0.0.2', ratelimit: '1M', expiretime: '0', node: 'c:9000', home: '/tmp/h', registry: 'http://127.0.0.1:5000' }, yaml);
+  const both = load({ port: 65002, hostIp: '127.0.0.2', ratelimit: '1M', expiretime: '0', uploadRate: '5000000', node: 'c:9000', home: '/tmp/h', registry: 'http://127.0.0.1:5000' }, yaml);
   assert.equal(both.port, 65002);
   assert.equal(both.hostIp, '127.0.0.2');
   assert.equal(both.rateLimitBytesPerSec, 1024 * 1024);
   assert.equal(both.expireTimeMs, 0);
+  assert.equal(both.uploadRateBytesPerSec, 5_000_000);
   assert.deepEqual(both.supernodes, ['c:9000']);
   assert.equal(both.homeDir, '/tmp/h');
   assert.equal(both.registryMirror.remote, 'http://127.0.0.1:5000');
@@ -115,6 +118,8 @@ test('bad values in the file are DF_ERR_INVALID_CONFIG naming the key', () => {
     ['ratelimit: fast', /ratelimit: invalid rate/],
     ['ratelimit: 0', /ratelimit: .*greater than 0/],
     ['expiretime: soon', /expiretime: invalid duration/],
+    ['upload_rate: 0', /upload_rate: .*greater than 0/],
+    ['upload_rate: [1]', /upload_rate: expected a rate/],
     ['expiretime: [1]', /expiretime: expected a duration/],
     ['verbose: yes', /verbose: expected true or false/],
     ['supernodes: [1]', /supernodes: expected HOST:PORT/],
@@ -143,6 +148,7 @@ test('bad flags are DF_ERR_INVALID_ARGUMENT naming the flag', () => {
   assertDfError(() => loadConfig({ hostIp: 'nope' }), 'DF_ERR_INVALID_ARGUMENT', /--host-ip/);
   assertDfError(() => loadConfig({ ratelimit: '20X' }), 'DF_ERR_INVALID_ARGUMENT', /--ratelimit/);
   assertDfError(() => loadConfig({ expiretime: '3 minutes' }), 'DF_ERR_INVALID_ARGUMENT', /--expiretime/);
+  assertDfError(() => loadConfig({ uploadRate: 'fast' }), 'DF_ERR_INVALID_ARGUMENT', /--upload-rate/);
   assertDfError(() => loadConfig({ registry: 'file:///etc/passwd' }), 'DF_ERR_INVALID_ARGUMENT', /--registry/);
   assertDfError(() => loadConfig({ node: 'a b' }), 'DF_ERR_INVALID_ARGUMENT', /--node/);
 });

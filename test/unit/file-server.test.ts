@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { sendFileRange, sendText } from '../../src/common/file-server';
+import { uplinkLimiter } from '../../src/common/ratelimit';
 import { PieceClient } from '../../src/peer/piece-client';
 
 async function serve(handler: http.RequestListener): Promise<{ addr: string; close: () => Promise<void> }> {
@@ -138,4 +139,28 @@ test('the piece client reads a response head split over several reads', async (t
     onData: (c) => { chunks.push(Buffer.from(c)); },
   });
   assert.deepEqual(Buffer.concat(chunks), body);
+});
+
+test('under an uplink limiter the range goes out in writes no larger than its burst, and no faster than its rate', async (t) => {
+  const data = randomBytes(512 * 1024);
+  const file = tempFile(data);
+  const limiter = uplinkLimiter(1024 * 1024)!;
+  const writes: number[] = [];
+  const srv = await serve((req, res) => {
+    const write = res.write.bind(res) as (chunk: Buffer, cb?: (err?: Error | null) => void) => boolean;
+    (res as unknown as { write: typeof write }).write = (chunk, cb) => { writes.push(chunk.length); return write(chunk, cb); };
+    sendFileRange(res, file, 0, data.length - 1, data.length, { limiter }).catch(() => res.destroy());
+  });
+  t.after(() => srv.close());
+  const client = new PieceClient();
+  t.after(() => client.close());
+  const started = performance.now();
+  const h = createHash('sha256');
+  await client.fetch({ addr: srv.addr, path: '/x', offset: 0, length: data.length, timeoutMs: 5000, onData: (c) => h.update(c) });
+  const ms = performance.now() - started;
+  assert.equal(h.digest('hex'), createHash('sha256').update(data).digest('hex'));
+  assert.equal(writes.reduce((a, b) => a + b, 0), data.length);
+  assert.ok(Math.max(...writes) <= limiter.burst, `largest write ${Math.max(...writes)} bytes`);
+  // The burst goes at once; the other 448 KiB at 1 MiB/s take at least 437 ms.
+  assert.ok(ms >= (data.length - limiter.burst) / limiter.bytesPerSec * 1000 - 5, `took ${ms.toFixed(0)} ms`);
 });
