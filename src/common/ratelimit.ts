@@ -51,7 +51,7 @@ export class RateLimiter {
 }
 
 /** An uplink limiter's burst: 10 ms of its rate, at least 64 KiB. */
-export function uplinkBurstBytes(bytesPerSec: number): number {
+function uplinkBurstBytes(bytesPerSec: number): number {
   return Math.max(64 * 1024, Math.round(bytesPerSec / 100));
 }
 

@@ -28,6 +28,11 @@ function parseArgs(argv: string[]): Args {
   };
 }
 
+/** Pid written in the home's lock file; 0 when there is none. */
+async function lockOwner(home: string): Promise<number> {
+  return Number(await fs.readFile(lockPath(home), 'utf8').catch(() => '')) || 0;
+}
+
 async function acquireLock(home: string): Promise<number | undefined> {
   // Returns undefined when we own the lock, or the port of the uploader that does.
   for (let attempt = 0; attempt < 100; attempt++) {
@@ -39,7 +44,7 @@ async function acquireLock(home: string): Promise<number | undefined> {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
     }
-    const owner = Number(await fs.readFile(lockPath(home), 'utf8').catch(() => ''));
+    const owner = await lockOwner(home);
     if (owner && pidAlive(owner)) {
       const info = await readUploaderInfo(home);
       if (info && info.pid === owner) return info.port;
@@ -94,7 +99,7 @@ async function main(): Promise<void> {
     await leaveAll(dataDir, log, process.pid);
     // Only our own: if the home was removed under us, a newer uploader may own these names now.
     if ((await readUploaderInfo(args.home))?.pid === process.pid) await fs.rm(infoPath(args.home), { force: true });
-    if (Number(await fs.readFile(lockPath(args.home), 'utf8').catch(() => '')) === process.pid) await fs.rm(lockPath(args.home), { force: true });
+    if (await lockOwner(args.home) === process.pid) await fs.rm(lockPath(args.home), { force: true });
     process.exit(0);
   };
   function arm(): void {

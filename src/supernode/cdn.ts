@@ -110,8 +110,7 @@ export class SourceFetch extends EventEmitter {
       for await (let chunk of chunks) {
         // Awaited only when the budget says wait: a turn of the event loop per
         // chunk is latency a busy host cannot spare.
-        const waitMs = opts.limiter?.reserve(chunk.length) ?? 0;
-        if (waitMs > 0) await new Promise((r) => setTimeout(r, Math.ceil(waitMs)));
+        if (opts.limiter) await opts.limiter.take(chunk.length);
         // A write into the page cache takes microseconds; through the thread
         // pool it would cost a round trip of scheduling per chunk.
         writeSync(fh.fd, chunk, 0, chunk.length, offset);
