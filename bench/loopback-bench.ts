@@ -8,8 +8,8 @@
  * 2. single: one dfget of a --big file from a supernode that already holds it,
  *    against curl fetching the same bytes from the supernode's download port,
  *    taking turns --repeat times (medians compared); and the dfget's peak RSS
- *    (VmHWM). Both write into --out-dir (default: the run's temporary
- *    directory; /dev/shm takes the disk out of the comparison).
+ *    (VmHWM). Both write into a new directory under --out-dir (default: the
+ *    run's temporary directory; /dev/shm takes the disk out of the comparison).
  */
 import { spawn } from 'node:child_process';
 import * as fsp from 'node:fs/promises';
@@ -65,6 +65,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a whole number of at least 1');
   const dir = await tempDir('df-loopback-');
   const homes: string[] = [];
+  const cleanup: string[] = [];
   const origin = await startOrigin(dir);
   const sn = await startSupernode(path.join(dir, 'sn'), ['--max-bandwidth', '0']);
   const results: Record<string, unknown> = { peers, sizeBytes: size, bigBytes: big };
@@ -111,7 +112,9 @@ async function main(): Promise<void> {
     // of page cache while other GiB wait for the disk costs the kernel several
     // times more CPU, which would favour whichever command ran first. The two
     // take turns, `repeat` times, and the medians are compared.
-    const outDir = arg('out-dir', '') || dir;
+    // Under --out-dir, a directory of our own, removed at the end with the rest.
+    const outDir = arg('out-dir', '') ? await fsp.mkdtemp(path.join(arg('out-dir', ''), 'df-loopback-')) : dir;
+    if (outDir !== dir) cleanup.push(outDir);
     const samples: { curlMs: number; dfgetMs: number; verified: boolean; dfgetPeakRssMB: number; dfgetCpuSec: number }[] = [];
     for (let i = 0; i < repeat; i++) {
       await timed('sync', []);
@@ -154,7 +157,7 @@ async function main(): Promise<void> {
     await Promise.all(homes.map((h) => stopUploader(h)));
     await sn.stop();
     await origin.close();
-    await fsp.rm(dir, { recursive: true, force: true });
+    for (const d of [dir, ...cleanup]) await fsp.rm(d, { recursive: true, force: true });
   }
 }
 
