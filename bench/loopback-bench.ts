@@ -20,6 +20,7 @@ import { metricValue } from '../src/common/metrics';
 import { makeRandomFile, sha256File, startOrigin, tempDir } from '../test/helpers/origin';
 import { CLI, startSupernode, stopUploader } from '../test/helpers/procs';
 import { arg, runMain } from './lib/cli';
+import { median } from './lib/stats';
 
 
 interface Timed { ms: number; code: number | null; peakRssBytes: number; cpuSec: number }
@@ -51,10 +52,6 @@ function timed(cmd: string, args: string[]): Promise<Timed> {
 }
 
 const MiB = 1024 * 1024;
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 
 async function main(): Promise<void> {
