@@ -67,6 +67,7 @@ export class P2PDownload extends EventEmitter {
   private readonly clients: SupernodeClients;
   private readonly ownClients: boolean;
   private fh?: fsp.FileHandle;
+  private dataFile = '';
   private readonly pieces = new PieceClient();
   private readonly badHolders = new Set<string>();
   private finished = false;
@@ -95,6 +96,7 @@ export class P2PDownload extends EventEmitter {
     this.client = client;
     this.taskId = res.taskId;
     const dataPath = opts.dataPath(res.taskId);
+    this.dataFile = dataPath;
     const log = opts.logger.child({ taskId: res.taskId, peerId: opts.peerId });
     try {
       this.fh = await fsp.open(dataPath, 'w+');
@@ -231,6 +233,8 @@ export class P2PDownload extends EventEmitter {
       (err) => {
         if (this.finished) return;
         const e = toDfError(err, 'DF_ERR_PEER_UNREACHABLE');
+        // This host cannot write its data file (disk full, ...): no other holder can help.
+        if (e.code === 'DF_ERR_OUTPUT_PATH') { this.finish(e); return; }
         if (e.code === 'DF_ERR_PIECE_DIGEST_MISMATCH') this.badHolders.add(a.holderId);
         log.warn({ piece: piece.number, holder: a.holderId, code: e.code, err: e.message }, 'piece fetch failed');
         this.report(piece.number, a.holderId, false, e.code, started);
@@ -264,7 +268,11 @@ export class P2PDownload extends EventEmitter {
     let used = 0;
     const flush = () => {
       if (used === 0) return;
-      fs.writeSync(fd, batch, 0, used, piece.offset + filled - used);
+      try {
+        fs.writeSync(fd, batch, 0, used, piece.offset + filled - used);
+      } catch (err) {
+        throw new DfError('DF_ERR_OUTPUT_PATH', `writing piece ${piece.number} to ${this.dataFile} failed: ${(err as Error).message}`);
+      }
       used = 0;
     };
     try {

@@ -246,3 +246,24 @@ test('an uploader whose home was removed under it leaves the next uploader\'s fi
   assert.equal((await readUploaderInfo(home))?.pid, second.pid);
   assert.equal(Number(await fs.readFile(path.join(home, 'uploader.lock'), 'utf8')), second.pid);
 });
+
+test('a download that cannot write its data file fails with DF_ERR_OUTPUT_PATH and blames no holder', async (t) => {
+  const { dir, origin, sn, home: peerHome } = await fixture(t, 1 * MiB);
+  await warmSupernode(dir, origin.url('f.bin'), sn.addr, peerHome('warm'));
+  const failuresBefore = metricValue(await sn.metrics(), 'dragonfly_supernode_piece_results_total', { holder: 'supernode', result: 'failure' });
+
+  // Every write to /dev/full fails with ENOSPC, as on a full disk.
+  const d = new P2PDownload({
+    nodes: [sn.addr], url: origin.url('f.bin'), headers: {}, filter: [], identifier: '', expectedDigest: '',
+    peerId: 'disk-full', uploadPort: 0, dataPath: () => '/dev/full', logger: silentLogger(), connectTimeoutMs: 5_000,
+  });
+  d.notServing();
+  await assert.rejects(d.run(), (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'DF_ERR_OUTPUT_PATH');
+    assert.match(err.message, /\/dev\/full.*ENOSPC/);
+    return true;
+  });
+  assert.equal(d.held.size, 0);
+  const failuresAfter = metricValue(await sn.metrics(), 'dragonfly_supernode_piece_results_total', { holder: 'supernode', result: 'failure' });
+  assert.equal(failuresAfter, failuresBefore, 'the supernode was blamed for a local write failure');
+});
