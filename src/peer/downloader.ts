@@ -268,8 +268,9 @@ export class P2PDownload extends EventEmitter {
     let used = 0;
     const flush = () => {
       if (used === 0) return;
+      const pos = piece.offset + filled - used;
       try {
-        fs.writeSync(fd, batch, 0, used, piece.offset + filled - used);
+        for (let at = 0; at < used;) at += fs.writeSync(fd, batch, at, used - at, pos + at);
       } catch (err) {
         throw new DfError('DF_ERR_OUTPUT_PATH', `writing piece ${piece.number} to ${this.dataFile} failed: ${(err as Error).message}`);
       }
