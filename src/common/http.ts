@@ -43,22 +43,26 @@ export interface SourceResponse {
   validator: string;
 }
 
-/** Where a broken-off fetch goes on: byte `from` of a `length`-byte source whose version is `validator`. */
-export interface ResumeAt { from: number; length: number; validator: string }
+/**
+ * Where a broken-off fetch goes on: byte `from` (to byte `to`, inclusive, or
+ * the end) of a `length`-byte source whose version is `validator`.
+ */
+export interface ResumeAt { from: number; to?: number; length: number; validator: string }
 
 /**
  * GETs a source and checks it answered 200. Resolves with the body and the
  * Content-Length (-1 when absent); rejects with DF_ERR_SOURCE_STATUS (and the
- * status) or a network error code. With `resume`, asks for the rest from
- * resume.from (If-Range the validator) and accepts only a 206 for exactly
- * that range: anything else means the source cannot resume or has changed.
+ * status) or a network error code. With `resume`, asks for the range from
+ * resume.from (If-Range the validator, when there is one) and accepts only a
+ * 206 for exactly that range: anything else means the source cannot resume or
+ * has changed.
  */
 export async function openSource(url: string, headers: Record<string, string>, dispatcher: Dispatcher, signal?: AbortSignal,
   resume?: ResumeAt): Promise<SourceResponse> {
   let sent = headers;
   if (resume) {
     sent = Object.fromEntries(Object.entries(headers).filter(([k]) => !/^(range|if-range)$/i.test(k)));
-    sent.range = `bytes=${resume.from}-`;
+    sent.range = `bytes=${resume.from}-${resume.to ?? ''}`;
     if (resume.validator) sent['if-range'] = resume.validator;
   }
   let res: Dispatcher.ResponseData;
@@ -71,7 +75,7 @@ export async function openSource(url: string, headers: Record<string, string>, d
   const lastModified = res.headers['last-modified'];
   const validator = typeof etag === 'string' && !etag.startsWith('W/') ? etag : typeof lastModified === 'string' ? lastModified : '';
   if (resume) {
-    const want = `bytes ${resume.from}-${resume.length - 1}/${resume.length}`;
+    const want = `bytes ${resume.from}-${resume.to ?? resume.length - 1}/${resume.length}`;
     const got = String(res.headers['content-range'] ?? '');
     if (res.statusCode !== 206 || got !== want) {
       res.body.destroy();

@@ -51,6 +51,12 @@ export interface DfgetResult {
   ms: number;
   /** Why P2P was not used, when via is 'source'. */
   fallbackReason?: string;
+  /**
+   * Bytes fetched from the source, when via is 'source': less than length when
+   * a P2P download that failed part way had verified pieces and a digest
+   * (--sha256, --md5) checked the whole.
+   */
+  sourceBytes?: number;
 }
 
 export function newPeerId(): string {
@@ -90,6 +96,22 @@ async function copyVerified(opts: DfgetOptions, src: string, dst: string): Promi
   verify(opts, sha.digest('hex'), md5.digest('hex'));
 }
 
+/** Moves (or copies, across file systems) a failed download's data file to tmp; undefined when that fails. */
+async function keepHeld(d: P2PDownload, dataPath: string, tmp: string): Promise<BackSource.HeldPieces | undefined> {
+  const pieces = { contentLength: d.contentLength, pieceSize: d.pieceSize, held: new Set(d.held) };
+  try {
+    await fsp.rename(dataPath, tmp);
+    return pieces;
+  } catch {
+    try {
+      await fsp.copyFile(dataPath, tmp);
+      return pieces;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
 export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
   const started = Date.now();
   await checkOutput(opts.output);
@@ -107,9 +129,11 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
   }, opts.timeoutMs);
   try {
     let fallbackReason: string | undefined;
+    // Pieces a failed P2P download verified, moved to tmp (only when a digest will check the result).
+    const left: { pieces?: BackSource.HeldPieces } = {};
     if (opts.nodes.length > 0) {
       try {
-        const length = await p2p(opts, peerId, limiter, log, tmp, (d) => { current = d; });
+        const length = await p2p(opts, peerId, limiter, log, tmp, (d) => { current = d; }, left);
         await fsp.rename(tmp, outAbs);
         return { via: 'p2p', length, ms: Date.now() - started };
       } catch (err) {
@@ -128,16 +152,32 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
     // The source path (and undici with it) is loaded only when it is taken:
     // a P2P download starts faster and costs less CPU without it.
     const { sourceAgent } = require('../common/http') as typeof Http;
-    const { fetchFromSource } = require('./backsource') as typeof BackSource;
+    const { fetchFromSource, fetchMissingFromSource } = require('./backsource') as typeof BackSource;
     const dispatcher = sourceAgent();
     try {
+      if (left.pieces) {
+        try {
+          const r = await fetchMissingFromSource({
+            url: opts.url, headers: opts.headers, filePath: tmp, pieces: left.pieces, dispatcher, limiter, signal: abort.signal,
+            onBytes: opts.onProgress,
+          });
+          verify(opts, r.sha256, r.md5);
+          await fsp.rename(tmp, outAbs);
+          log.info({ fromSource: r.fetched, held: left.pieces.held.size }, 'missing pieces fetched from the source');
+          return { via: 'source', length: r.length, ms: Date.now() - started, fallbackReason, sourceBytes: r.fetched };
+        } catch (err) {
+          if (abort.signal.aborted) throw err;
+          const e = toDfError(err);
+          log.warn({ code: e.code, err: e.message }, 'the missing pieces could not be completed from the source; fetching the whole file');
+        }
+      }
       const r = await fetchFromSource({
         url: opts.url, headers: opts.headers, filePath: tmp, dispatcher, limiter, signal: abort.signal,
         onBytes: opts.onProgress, digestChecked: Boolean(opts.sha256 || opts.md5),
       });
       verify(opts, r.sha256, r.md5);
       await fsp.rename(tmp, outAbs);
-      return { via: 'source', length: r.length, ms: Date.now() - started, fallbackReason };
+      return { via: 'source', length: r.length, ms: Date.now() - started, fallbackReason, sourceBytes: r.length };
     } catch (err) {
       throw abort.signal.aborted ? (abort.signal.reason as DfError) : err;
     } finally {
@@ -150,7 +190,7 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
 }
 
 async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log: Logger, tmp: string,
-  setCurrent: (d: P2PDownload) => void): Promise<number> {
+  setCurrent: (d: P2PDownload) => void, left: { pieces?: BackSource.HeldPieces }): Promise<number> {
   const dataDir = path.join(opts.home, 'data');
   // While we download, the uploader holds a lease of two ping periods beyond
   // --alivetime, so it cannot expire (and leave the swarm) under our feet
@@ -222,6 +262,11 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
     // Nothing of a failed download stays to be served (once the uploader
     // start, if any, has settled and cannot write a sidecar after us).
     await uploaderStart?.catch(() => undefined);
+    if (dataPath && d.held.size > 0 && d.contentLength > 0 && (opts.sha256 || opts.md5)) {
+      // Its verified pieces need not come from the source again: they become
+      // the start of the output (never served: the sidecar goes below).
+      left.pieces = await keepHeld(d, dataPath, tmp);
+    }
     if (dataPath) await fsp.rm(dataPath, { force: true });
     if (sidecar) await fsp.rm(sidecar, { force: true });
     if (registeredNode && d.taskId) await clients.leave(registeredNode, peerId, d.taskId);

@@ -3,6 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { once } from 'node:events';
+import { metricValue } from '../../src/common/metrics';
 import { sha256File } from '../helpers/origin';
 import { fixture, runCli } from '../helpers/procs';
 
@@ -90,4 +92,32 @@ test('bad input: one line, a documented exit code, no stack trace, no file', asy
     assert.deepEqual(await leftovers(dir, c.out), [], `${c.name} left a file`);
     await fsp.access(path.join(dir, 'nope')).then(() => assert.fail('created the missing directory'), () => undefined);
   }
+});
+
+test('a supernode lost part way: with --digest dfget takes only the pieces it lacks from the source', async (t) => {
+  const { dir, file, origin, sn, home: peerHome } = await fixture(t, 16 * MiB);
+  const out = path.join(dir, 'out');
+  const run = runCli('dfget', ['--url', origin.url('f.bin'), '-o', out, '--node', sn.addr, '--home', peerHome('home'),
+    '--ratelimit', '4M', '--digest', `sha256:${file.sha256}`]);
+  // The supernode has answered for 16 verified pieces (4 MiB) of the download, then it is gone.
+  let held = 0;
+  let snSource = 0;
+  while (held < 16) {
+    const m = await sn.metrics();
+    held = metricValue(m, 'dragonfly_supernode_piece_results_total', { holder: 'supernode', result: 'success' });
+    snSource = metricValue(m, 'dragonfly_supernode_source_bytes_total');
+    if (held < 16) await new Promise((r) => setTimeout(r, 20));
+  }
+  const exited = once(sn.proc, 'exit');
+  sn.proc.kill('SIGKILL');
+  await exited;
+
+  const r = await run;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(await sha256File(out), file.sha256);
+  // What the source sent after the supernode's own fetch: at most the 12 MiB not held, in bounded ranges.
+  const fromSource = origin.bytesFor('f.bin') - snSource;
+  assert.ok(fromSource > 0 && fromSource <= 12 * MiB, `the source sent ${fromSource} bytes to dfget`);
+  assert.ok(origin.ranges.length > 0 && origin.ranges.every((h) => /^bytes=\d+-\d+$/.test(h)), origin.ranges.join(', '));
+  assert.deepEqual(await leftovers(dir, 'out.'), []);
 });

@@ -74,15 +74,17 @@ export async function startOrigin(dir: string): Promise<Origin> {
       if (err || !st.isFile()) { res.writeHead(404); res.end('not found'); return; }
       const etag = `"${st.size}-${Math.floor(st.mtimeMs)}"`;
       if (req.headers.range) ranges.push(req.headers.range);
-      const m = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
+      const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
       const ifRange = req.headers['if-range'];
-      const start = m && !faults.ignoreRange && (ifRange === undefined || ifRange === etag) ? Number(m[1]) : 0;
-      if (start >= st.size && start > 0) { res.writeHead(416); res.end(); return; }
-      const head = { 'Content-Length': String(st.size - start), 'Content-Type': 'application/octet-stream', ETag: etag };
-      if (start > 0) res.writeHead(206, { ...head, 'Content-Range': `bytes ${start}-${st.size - 1}/${st.size}` });
+      const ranged = m !== null && !faults.ignoreRange && (ifRange === undefined || ifRange === etag);
+      const start = ranged ? Number(m[1]) : 0;
+      const end = ranged && m[2] !== '' ? Math.min(Number(m[2]), st.size - 1) : st.size - 1;
+      if (ranged && (start >= st.size || end < start)) { res.writeHead(416); res.end(); return; }
+      const head = { 'Content-Length': String(end - start + 1), 'Content-Type': 'application/octet-stream', ETag: etag };
+      if (start > 0 || end < st.size - 1) res.writeHead(206, { ...head, 'Content-Range': `bytes ${start}-${end}/${st.size}` });
       else res.writeHead(200, head);
       if (req.method === 'HEAD') { res.end(); return; }
-      const src = fs.createReadStream(file, { start });
+      const src = fs.createReadStream(file, { start, end });
       let sent = 0;
       const dropAt = faults.drops && faults.drops > 0 && faults.dropAfterBytes !== undefined ? faults.dropAfterBytes : -1;
       if (dropAt >= 0) faults.drops! -= 1;

@@ -13,6 +13,7 @@ import { firstNonLoopbackAddress, parseNodeList, resolveAdvertiseIp } from '../.
 import { RateLimiter, uplinkLimiter, type Clock } from '../../src/common/ratelimit';
 import { metricValue } from '../../src/common/metrics';
 import { autoPieceSize } from '../../src/supernode/cdn';
+import { missingRuns } from '../../src/peer/backsource';
 import { translateJavaProps } from '../../src/cli/supernode';
 import { CLI } from '../helpers/procs';
 
@@ -150,4 +151,16 @@ test('every program reports the release of package.json with --version and docum
     const h = spawnSync(process.execPath, [CLI(prog), '--help'], { encoding: 'utf8', timeout: 20_000 });
     assert.match(h.stdout, /--version/, `${prog} --help`);
   }
+});
+
+test('missingRuns: the byte runs of the pieces not held, adjacent ones joined, the last piece short', () => {
+  // 10 pieces of 100 bytes, the last one 50: 950 bytes.
+  const p = (held: number[]) => ({ contentLength: 950, pieceSize: 100, held: new Set(held) });
+  assert.deepEqual(missingRuns(p([0, 1, 4, 9])), [{ start: 200, end: 399 }, { start: 500, end: 899 }]);
+  assert.deepEqual(missingRuns(p([0, 1, 2, 3, 4, 5, 6, 7, 8])), [{ start: 900, end: 949 }]);
+  assert.deepEqual(missingRuns(p([0, 1, 2, 3, 4, 5, 6, 7, 8, 9])), []);
+  assert.deepEqual(missingRuns(p([])), [{ start: 0, end: 949 }]);
+  // Past 64 runs: one request from the first missing byte to the last.
+  const every2nd = { contentLength: 200 * 100, pieceSize: 100, held: new Set(Array.from({ length: 100 }, (_, i) => 2 * i)) };
+  assert.deepEqual(missingRuns(every2nd), [{ start: 100, end: 19_999 }]);
 });
