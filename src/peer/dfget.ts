@@ -54,7 +54,7 @@ export interface DfgetResult {
   /**
    * Bytes fetched from the source, when via is 'source': less than length when
    * a P2P download that failed part way had verified pieces and a digest
-   * (--sha256, --md5) checked the whole.
+   * (--digest, --md5) checked the whole.
    */
   sourceBytes?: number;
 }
