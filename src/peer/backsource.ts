@@ -99,7 +99,6 @@ export async function fetchMissingFromSource(opts: {
   const fh = await fs.open(opts.filePath, 'r+');
   let fetched = 0;
   try {
-    if ((await fh.stat()).size > length) await fh.truncate(length);
     let validator = '';
     const runs = missingRuns(opts.pieces);
     const already = length - runs.reduce((n, r) => n + r.end - r.start + 1, 0);

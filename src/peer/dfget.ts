@@ -51,12 +51,6 @@ export interface DfgetResult {
   ms: number;
   /** Why P2P was not used, when via is 'source'. */
   fallbackReason?: string;
-  /**
-   * Bytes fetched from the source, when via is 'source': less than length when
-   * a P2P download that failed part way had verified pieces and a digest
-   * (--digest, --md5) checked the whole.
-   */
-  sourceBytes?: number;
 }
 
 export function newPeerId(): string {
@@ -164,7 +158,7 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
           verify(opts, r.sha256, r.md5);
           await fsp.rename(tmp, outAbs);
           log.info({ fromSource: r.fetched, held: left.pieces.held.size }, 'missing pieces fetched from the source');
-          return { via: 'source', length: r.length, ms: Date.now() - started, fallbackReason, sourceBytes: r.fetched };
+          return { via: 'source', length: r.length, ms: Date.now() - started, fallbackReason };
         } catch (err) {
           if (abort.signal.aborted) throw err;
           const e = toDfError(err);
@@ -177,7 +171,7 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
       });
       verify(opts, r.sha256, r.md5);
       await fsp.rename(tmp, outAbs);
-      return { via: 'source', length: r.length, ms: Date.now() - started, fallbackReason, sourceBytes: r.length };
+      return { via: 'source', length: r.length, ms: Date.now() - started, fallbackReason };
     } catch (err) {
       throw abort.signal.aborted ? (abort.signal.reason as DfError) : err;
     } finally {
