@@ -125,7 +125,15 @@ export class P2PBlobSource extends EventEmitter implements BlobSource {
     this.started ??= (async () => {
       // Blob files of an earlier run were never announced to this run's supernode: start clean.
       await fs.rm(this.dataDir, { recursive: true, force: true });
-      return this.uploader.start(this.opts.uploadPort ?? 0);
+      const port = await this.uploader.start(this.opts.uploadPort ?? 0);
+      // The first blob should not wait for the connection to the supernode.
+      const first = this.opts.nodes[0];
+      if (first) {
+        void this.clients.warm(first, DEFAULTS.supernodeConnectTimeoutMs).then((ok) => {
+          if (!ok && !this.closed) this.opts.logger.warn({ node: first }, 'supernode not reachable yet; blobs will try again, or come from the registry');
+        });
+      }
+      return port;
     })();
     return this.started;
   }

@@ -46,6 +46,16 @@ export class SupernodeClient {
     return this.unary<object, object>('Leave', { peerId, taskId }, timeoutMs).then(() => undefined);
   }
 
+  /** Resolves once the HTTP/2 connection is up; rejects when it is not within timeoutMs. */
+  connect(timeoutMs: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.client.waitForReady(Date.now() + timeoutMs, (err) => {
+        if (err) reject(new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', `supernode ${this.addr} unavailable: ${err.message}`, { cause: err }));
+        else resolve();
+      });
+    });
+  }
+
   pieces(): PiecesCall {
     return (this.client.Pieces as () => PiecesCall).call(this.client);
   }
@@ -96,6 +106,21 @@ export class SupernodeClients {
     const ip = await localAddressToward(node, timeoutMs);
     this.local.set(node, ip);
     return ip;
+  }
+
+  /**
+   * Opens the connection to a node and probes the local address toward it
+   * ahead of the first download, which then registers at once. Resolves
+   * false when the node does not answer within timeoutMs (a download may be
+   * using the client meanwhile, so it is kept: a failed registration drops it).
+   */
+  async warm(node: string, timeoutMs: number): Promise<boolean> {
+    try {
+      await Promise.all([this.get(node).connect(timeoutMs), this.localAddress(node, timeoutMs)]);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Forgets a node after it failed, so the next use connects afresh. */
