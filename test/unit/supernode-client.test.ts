@@ -54,10 +54,9 @@ test('dfdaemon\'s blob source connects to its first supernode when it starts, be
   const source = new P2PBlobSource({ nodes: [node], homeDir: await dir(t), rateLimitBytesPerSec: 0, logger: silentLogger() });
   t.after(() => source.close());
   const connected = once(fake, 'connection');
-  const port = await source.start();
-  assert.ok(port > 0);
+  assert.ok(await source.start() > 0);
+  // Times out (the test fails) if start() opened no connection.
   await connected;
-  assert.ok(seen.length >= 1);
 });
 
 test('dfdaemon\'s blob source starts even when its supernode is not reachable', async (t) => {
