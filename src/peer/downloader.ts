@@ -67,7 +67,6 @@ export class P2PDownload extends EventEmitter {
   private readonly clients: SupernodeClients;
   private readonly ownClients: boolean;
   private fh?: fsp.FileHandle;
-  private dataFile = '';
   private readonly pieces = new PieceClient();
   private readonly badHolders = new Set<string>();
   private finished = false;
@@ -96,7 +95,6 @@ export class P2PDownload extends EventEmitter {
     this.client = client;
     this.taskId = res.taskId;
     const dataPath = opts.dataPath(res.taskId);
-    this.dataFile = dataPath;
     const log = opts.logger.child({ taskId: res.taskId, peerId: opts.peerId });
     try {
       this.fh = await fsp.open(dataPath, 'w+');
@@ -272,7 +270,7 @@ export class P2PDownload extends EventEmitter {
       try {
         for (let at = 0; at < used;) at += fs.writeSync(fd, batch, at, used - at, pos + at);
       } catch (err) {
-        throw new DfError('DF_ERR_OUTPUT_PATH', `writing piece ${piece.number} to ${this.dataFile} failed: ${(err as Error).message}`);
+        throw new DfError('DF_ERR_OUTPUT_PATH', `writing piece ${piece.number} to ${this.opts.dataPath(this.taskId)} failed: ${(err as Error).message}`);
       }
       used = 0;
     };
