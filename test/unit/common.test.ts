@@ -113,10 +113,10 @@ test('rate limiter paces by a clock and keeps the burst small', () => {
   assert.ok(new RateLimiter(0).unlimited);
 });
 
-test('an uplink limiter lets out about 10 ms of its rate at once, at least 64 KiB; none for 0', () => {
+test('an uplink limiter lets out about 10 ms of its rate at once, at least 128 KiB; none for 0', () => {
   assert.equal(uplinkLimiter(0), undefined);
   assert.equal(uplinkLimiter(-1), undefined);
-  assert.equal(uplinkLimiter(6_125_000)?.burst, 64 * 1024);
+  assert.equal(uplinkLimiter(6_125_000)?.burst, 128 * 1024);
   assert.equal(uplinkLimiter(100 * 1024 * 1024)?.burst, Math.round(100 * 1024 * 1024 / 100));
   assert.equal(uplinkLimiter(6_125_000)?.bytesPerSec, 6_125_000);
 });
