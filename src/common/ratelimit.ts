@@ -52,9 +52,9 @@ export class RateLimiter {
 
 /**
  * An uplink limiter's burst: 10 ms of its rate, at least 128 KiB (21 ms at
- * 50 Mbit/s). Each burst costs a timer and a pass through the write path: a
- * piece server sending 64 MiB at 6 MB/s used 15-25 % less CPU in 128 KiB
- * bursts than in 64 KiB ones (see bench/README.md).
+ * 50 Mbit/s). Each burst costs a timer and a pass through the write path, so
+ * a piece server at 6 MB/s used less CPU in 128 KiB bursts than in 64 KiB
+ * ones, and image pulls in the benchmark were faster (bench/README.md).
  */
 function uplinkBurstBytes(bytesPerSec: number): number {
   return Math.max(128 * 1024, Math.round(bytesPerSec / 100));
