@@ -54,9 +54,8 @@ export class RateLimiter {
  * An uplink limiter's burst: 20 ms of its rate, kept between 64 and 128 KiB,
  * or 10 ms of its rate when that is more (fast links). Each burst costs a
  * timer and a pass through the write path: at 50 Mbit/s a piece server used
- * less CPU in 128 KiB bursts than in 64 KiB ones, and image pulls in the
- * benchmark were faster (bench/README.md). A slow link keeps 64 KiB, so its
- * queue is no longer than before.
+ * less CPU in 128 KiB bursts than in 64 KiB ones (bench/README.md). A slow
+ * link keeps 64 KiB, so its queue is no longer than before.
  */
 function uplinkBurstBytes(bytesPerSec: number): number {
   const twentyMs = Math.min(128 * 1024, Math.max(64 * 1024, Math.round(bytesPerSec / 50)));
