@@ -27,7 +27,7 @@ import {
   createPodmanStore, hostHasPodman, makeNodeBaseImage, podmanCmd, podmanEnv, podmanGlobalArgs, podmanOk,
   type PodmanStore,
 } from '../helpers/podman';
-import { runCli, stopUploader } from '../helpers/procs';
+import { freePorts, runCli, stopUploader } from '../helpers/procs';
 import { runOk } from '../helpers/registry';
 
 const MiB = 1024 * 1024;
@@ -289,17 +289,6 @@ async function volumeDir(nameHint: string): Promise<string> {
   await mkdir(dir);
   await chown(dir, APP_UID, APP_UID);
   return dir;
-}
-
-async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '0.0.0.0', () => resolve(s));
-  })));
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  return ports;
 }
 
 async function httpText(url: string): Promise<string> {

@@ -1,5 +1,6 @@
 /** Runs the real programs as child processes, the way users run them. */
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import { request } from 'undici';
@@ -148,4 +149,16 @@ export async function fixture(t: TestContext, bytes: number, opts: { supernode?:
       return h;
     },
   };
+}
+
+/** n ports that nothing listened on a moment ago (each taken, then released). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(Array.from({ length: n }, () => new Promise<net.Server>((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '0.0.0.0', () => resolve(s));
+  })));
+  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  return ports;
 }

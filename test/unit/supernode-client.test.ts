@@ -9,22 +9,13 @@ import { silentLogger } from '../../src/common/logger';
 import { P2PBlobSource } from '../../src/peer/p2p-blob-source';
 import { SupernodeClients } from '../../src/supernode/client';
 import { tempDir } from '../helpers/origin';
-import { startSupernode } from '../helpers/procs';
+import { freePorts, startSupernode } from '../helpers/procs';
 
 /** A new directory, removed after the test. */
 async function dir(t: TestContext): Promise<string> {
   const d = await tempDir();
   t.after(() => fs.rm(d, { recursive: true, force: true }));
   return d;
-}
-
-/** A port on 127.0.0.1 that nothing listens on (taken, then released). */
-async function closedPort(): Promise<number> {
-  const s = net.createServer().listen(0, '127.0.0.1');
-  await once(s, 'listening');
-  const { port } = s.address() as AddressInfo;
-  await new Promise((r) => s.close(r));
-  return port;
 }
 
 test('warm() connects to a running supernode and learns the local address toward it', async (t) => {
@@ -39,7 +30,7 @@ test('warm() connects to a running supernode and learns the local address toward
 test('warm() answers false, without throwing, when no supernode listens', async (t) => {
   const clients = new SupernodeClients();
   t.after(() => clients.close());
-  assert.equal(await clients.warm(`127.0.0.1:${await closedPort()}`, 1_000), false);
+  assert.equal(await clients.warm(`127.0.0.1:${(await freePorts(1))[0]}`, 1_000), false);
 });
 
 test('dfdaemon\'s blob source connects to its first supernode when it starts, before any blob is asked for', { timeout: 10_000 }, async (t) => {
@@ -61,7 +52,7 @@ test('dfdaemon\'s blob source connects to its first supernode when it starts, be
 
 test('dfdaemon\'s blob source starts even when its supernode is not reachable', async (t) => {
   const source = new P2PBlobSource({
-    nodes: [`127.0.0.1:${await closedPort()}`], homeDir: await dir(t), rateLimitBytesPerSec: 0, logger: silentLogger(),
+    nodes: [`127.0.0.1:${(await freePorts(1))[0]}`], homeDir: await dir(t), rateLimitBytesPerSec: 0, logger: silentLogger(),
   });
   t.after(() => source.close());
   assert.ok(await source.start() > 0);
