@@ -64,6 +64,7 @@ COPY tsconfig.json ./
 COPY proto ./proto
 COPY bin ./bin
 COPY src ./src
+COPY scripts/bundle.js ./scripts/
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 # --- runtime (default target): compiled here, in the build stage ------------

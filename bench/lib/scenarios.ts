@@ -262,7 +262,8 @@ async function runP2P(ctx: BenchContext, n: number, dir: string): Promise<Scenar
   const txBefore = await ctx.nb.tx(ORIGIN_HOST);
   const snTxBefore = await ctx.nb.tx(SN_HOST);
   const body0 = await originBodyBytes(ctx.originStatsUrl);
-  const dfget = join(ctx.distDir, 'src', 'cli', 'dfget.js');
+  // As users start it: bin/dfget.js runs the bundle (dist/bundle/) with its code cache.
+  const dfget = join(ctx.distDir, '..', 'bin', 'dfget.js');
   const env = measuredEnv(ctx);
   const timed = await startAllAndWait(hosts, (h) => ctx.nb.exec(h, process.execPath, [
     dfget, '--url', ctx.file.url, '-o', out(h), '--node', sn.node, '--home', home(h),

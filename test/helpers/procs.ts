@@ -9,7 +9,8 @@ import { stopUploader } from '../../src/peer/uploader-launcher';
 import { makeRandomFile, startOrigin, tempDir, type Origin } from './origin';
 
 export const DIST = path.resolve(__dirname, '..', '..');
-export const CLI = (name: string) => path.join(DIST, 'src', 'cli', `${name}.js`);
+/** The program as users start it: bin/NAME.js (dfget runs from its bundle, dist/bundle/). */
+export const CLI = (name: string) => path.join(DIST, '..', 'bin', `${name}.js`);
 
 export interface RunResult { code: number | null; stdout: string; stderr: string; ms: number }
 
