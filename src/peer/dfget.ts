@@ -18,7 +18,7 @@ import { P2PDownload } from './downloader';
 import type * as BackSource from './backsource';
 import type * as Http from '../common/http';
 import { dataFilePath } from './uploader';
-import { ensureUploader, findUploader, serveHere, type UploaderHandle } from './uploader-launcher';
+import { ensureUploader, findUploader, type UploaderHandle } from './uploader-launcher';
 import { checkOutput } from './output';
 import { SIDECAR_SUFFIX, type TaskSidecar } from './uploader-files';
 import { SupernodeClients } from '../supernode/client';
@@ -199,22 +199,11 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
     keepAlive.unref();
   };
   // An uploader this home already runs (an earlier dfget's) serves our pieces
-  // from the start. Otherwise this process serves them, from the moment the
-  // supernode accepts us (no wait for another program to start), and the
-  // detached uploader that takes over its socket when we exit starts beside
-  // the download once we are registered. Only when another process is taking
-  // the home's lock at this very moment does a detached uploader of its own
-  // start once we are registered, and the supernode learns its port when it
-  // is up.
+  // from the start. Otherwise one starts once the supernode has accepted us:
+  // its start-up then runs beside the download instead of delaying the
+  // registration, and the supernode learns its port when it is up.
   let uploader = await findUploader(opts.home, leaseMs);
   await fsp.mkdir(dataDir, { recursive: true });
-  const local = uploader ? undefined : await serveHere({
-    home: opts.home, uploadRateBytesPerSec: opts.uploadRateBytesPerSec, aliveTimeMs: opts.aliveTimeMs, logger: log,
-  }).catch((err) => {
-    log.warn({ err: toDfError(err).message }, 'cannot serve pieces from this process; a detached uploader will');
-    return undefined;
-  });
-  if (!uploader && !local) uploader = await findUploader(opts.home, leaseMs);
   if (uploader) holdLease(uploader);
   let uploaderStart: Promise<UploaderHandle> | undefined;
   let sidecar: string | undefined;
@@ -223,7 +212,7 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
   let done = 0;
   // Written once the uploader is known: an uploader starting up clears the
   // sidecars of uploaders that are gone, and must not take ours for one.
-  const writeSidecar = async (u: { pid: number }, taskId: string) => {
+  const writeSidecar = async (u: UploaderHandle, taskId: string) => {
     const side: TaskSidecar = { taskId, peerId, node: registeredNode!, uploaderPid: u.pid };
     await fsp.writeFile(sidecar!, JSON.stringify(side));
   };
@@ -231,17 +220,15 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
   const d: P2PDownload = new P2PDownload({
     nodes: opts.nodes, url: opts.url, headers: opts.headers, filter: opts.filter, identifier: opts.identifier,
     expectedDigest: opts.sha256 ? `sha256:${opts.sha256}` : '',
-    peerId, uploadPort: uploader?.port ?? local?.port ?? 0,
+    peerId, uploadPort: uploader?.port ?? 0,
     dataPath: (taskId) => dataFilePath(dataDir, taskId, peerId),
     limiter, logger: log, connectTimeoutMs: DEFAULTS.supernodeConnectTimeoutMs, clients,
     onRegistered: async (info) => {
       registeredNode = info.node;
       dataPath = info.dataPath;
       sidecar = info.dataPath + SIDECAR_SUFFIX;
-      if (uploader ?? local) {
-        // Not before: the registration would wait for its start-up.
-        local?.prepare();
-        await writeSidecar((uploader ?? local)!, info.taskId);
+      if (uploader) {
+        await writeSidecar(uploader, info.taskId);
         return;
       }
       uploaderStart = ensureUploader({ home: opts.home, uploadRateBytesPerSec: opts.uploadRateBytesPerSec, aliveTimeMs: leaseMs })
@@ -289,9 +276,5 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
     ended = true;
     if (keepAlive) clearInterval(keepAlive);
     await u?.keepAlive(opts.aliveTimeMs);
-    if (local) {
-      local.keepAlive(opts.aliveTimeMs);
-      await local.handOff();
-    }
   }
 }

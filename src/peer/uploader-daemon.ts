@@ -2,11 +2,7 @@
  * The detached uploader: one per host and home directory. It serves the
  * pieces every dfget run under this home holds, for --alivetime after the last
  * dfget asked it to stay, then tells the supernodes it left, removes the data
- * and exits. Started by uploader-launcher.ts; never by a user directly:
- * either on its own (it takes the lock and listens on a port of its own), or
- * with --adopt by a dfget that served its pieces itself, which makes it the
- * owner of the lock, uploader.json and the sidecars and then hands it its
- * listening socket, so the port peers were given stays.
+ * and exits. Started by uploader-launcher.ts; never by a user directly.
  *
  * Files under HOME: uploader.lock (pid of the owner, created exclusively),
  * uploader.json ({pid, port}), data/ (pieces + one .meta.json per task),
@@ -14,13 +10,13 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import type * as net from 'node:net';
 import { createLogger } from '../common/logger';
 import { uplinkLimiter } from '../common/ratelimit';
-import { PieceUploader, aliveRoute } from './uploader';
-import { readUploaderInfo, pidAlive, lockPath, infoPath, type TaskSidecar, SIDECAR_SUFFIX, acquireLock, lockOwner, writeUploaderInfo, type AdoptMessage } from './uploader-files';
+import { sendText } from '../common/file-server';
+import { PieceUploader } from './uploader';
+import { readUploaderInfo, pidAlive, lockPath, infoPath, type TaskSidecar, SIDECAR_SUFFIX } from './uploader-files';
 
-interface Args { home: string; uploadRate: number; aliveTimeMs: number; port: number; adopt: boolean }
+interface Args { home: string; uploadRate: number; aliveTimeMs: number; port: number }
 
 function parseArgs(argv: string[]): Args {
   const get = (k: string) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : undefined; };
@@ -29,43 +25,69 @@ function parseArgs(argv: string[]): Args {
     uploadRate: Number(get('--upload-rate') ?? 0),
     aliveTimeMs: Number(get('--alivetime-ms') ?? 300_000),
     port: Number(get('--port') ?? 0),
-    adopt: argv.includes('--adopt'),
   };
+}
+
+/** Pid written in the home's lock file; 0 when there is none. */
+async function lockOwner(home: string): Promise<number> {
+  return Number(await fs.readFile(lockPath(home), 'utf8').catch(() => '')) || 0;
+}
+
+async function acquireLock(home: string): Promise<number | undefined> {
+  // Returns undefined when we own the lock, or the port of the uploader that does.
+  for (let attempt = 0; attempt < 100; attempt++) {
+    try {
+      const fh = await fs.open(lockPath(home), 'wx');
+      await fh.writeFile(String(process.pid));
+      await fh.close();
+      return undefined;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const owner = await lockOwner(home);
+    if (owner && pidAlive(owner)) {
+      const info = await readUploaderInfo(home);
+      if (info && info.pid === owner) return info.port;
+      // The owner is still starting: its info file comes in a moment.
+      await new Promise((r) => setTimeout(r, 50));
+      continue;
+    }
+    await fs.rm(lockPath(home), { force: true });
+  }
+  throw new Error('could not take the uploader lock');
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const log = createLogger('uploader', undefined, 1);
-  const send = (m: object) => { if (process.connected) process.send!(m, () => process.disconnect?.()); };
+  const send = (m: object) => { if (process.send) process.send(m, () => process.disconnect?.()); };
   if (!args.home) { send({ error: 'no --home' }); process.exit(2); }
+  await fs.mkdir(args.home, { recursive: true });
+  const existing = await acquireLock(args.home);
+  if (existing !== undefined) { send({ port: existing }); return; }
+
   const dataDir = path.join(args.home, 'data');
-  const lease = { expiresAt: Date.now() + args.aliveTimeMs };
+  await leaveAll(dataDir, log, 'dead');
+  let expiresAt = Date.now() + args.aliveTimeMs;
   let timer: NodeJS.Timeout | undefined;
   const uploader = new PieceUploader({
     dataDir,
     limiter: uplinkLimiter(args.uploadRate),
     logger: log,
-    extraRoute: aliveRoute(lease, () => arm()),
+    extraRoute: (req, res, url) => {
+      if (url.pathname !== '/alive' || req.method !== 'POST') return false;
+      const ms = Number(url.searchParams.get('ms'));
+      if (Number.isFinite(ms) && ms >= 0) expiresAt = Math.max(expiresAt, Date.now() + ms);
+      arm();
+      sendText(res, 200, JSON.stringify({ pid: process.pid, expiresAt }), 'application/json');
+      return true;
+    },
   });
-  // Taking over from a dfget: it made this process the owner of the home's
-  // lock, uploader.json and sidecars, then sends its listening socket, whose
-  // connections are ours from the moment it arrives.
-  const adopted = args.adopt ? await receiveSocket((m, server) => {
-    lease.expiresAt = Math.max(lease.expiresAt, m.expiresAt);
-    uploader.adopt(server);
-  }) : undefined;
-  await fs.mkdir(args.home, { recursive: true });
-  if (adopted) {
-    if (await lockOwner(args.home) !== process.pid) throw new Error('handed a socket without the home\'s lock');
-  } else {
-    const existing = await acquireLock(args.home);
-    if (existing !== undefined) { send({ port: existing }); return; }
-  }
-
-  await leaveAll(dataDir, log, 'dead');
-  const port = adopted ? uploader.port : await uploader.start(args.port);
-  if (!adopted) writeUploaderInfo(args.home, process.pid, port);
-  log.info({ port, home: args.home, aliveTimeMs: args.aliveTimeMs, adopted: Boolean(adopted) }, 'uploader started');
+  const port = await uploader.start(args.port);
+  const tmp = `${infoPath(args.home)}.${process.pid}`;
+  await fs.writeFile(tmp, JSON.stringify({ pid: process.pid, port }));
+  await fs.rename(tmp, infoPath(args.home));
+  log.info({ port, home: args.home, aliveTimeMs: args.aliveTimeMs }, 'uploader started');
   send({ port });
 
   let stopping = false;
@@ -82,37 +104,17 @@ async function main(): Promise<void> {
   };
   function arm(): void {
     if (timer) clearTimeout(timer);
-    const wait = lease.expiresAt - Date.now();
+    const wait = expiresAt - Date.now();
     timer = setTimeout(() => {
-      if (Date.now() < lease.expiresAt) return arm();
+      if (Date.now() < expiresAt) return arm();
       // Do not cut an upload short: look again once it is done.
-      if (uploader.activeUploads > 0) { lease.expiresAt = Date.now() + 1000; return arm(); }
+      if (uploader.activeUploads > 0) { expiresAt = Date.now() + 1000; return arm(); }
       void stop('alive time over');
     }, Math.max(0, wait));
   }
   arm();
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
-}
-
-/**
- * The first IPC message of an --adopt start: the dfget's lease and its
- * listening socket, given to serve() before anything else can run (a
- * connection accepted with nobody to take it would hang). The dfget may start
- * us a while before it is done; if it exits without handing over, the
- * channel closes and so do we.
- */
-function receiveSocket(serve: (message: AdoptMessage, server: net.Server) => void): Promise<AdoptMessage> {
-  return new Promise((resolve, reject) => {
-    const gone = () => reject(new Error('the dfget that started us exited without handing over its socket'));
-    process.once('disconnect', gone);
-    process.once('message', (message: AdoptMessage, server?: net.Server) => {
-      process.off('disconnect', gone);
-      if (!message?.adopt || !server) return reject(new Error('the first message did not hand over a socket'));
-      serve(message, server);
-      resolve(message);
-    });
-  });
 }
 
 /**

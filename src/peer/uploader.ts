@@ -5,7 +5,6 @@
  * range of the data file is safe; the requester checks every digest anyway.
  */
 import * as http from 'node:http';
-import type * as net from 'node:net';
 import * as path from 'node:path';
 import * as fs from 'node:fs/promises';
 import { statSync, type Stats } from 'node:fs';
@@ -36,9 +35,6 @@ export interface UploaderOptions {
 
 export class PieceUploader {
   private server?: http.Server;
-  private listening?: net.Server;
-  private readonly responses = new Set<http.ServerResponse>();
-  private draining = false;
   port = 0;
   uploadedBytes = 0;
   private active = 0;
@@ -47,14 +43,12 @@ export class PieceUploader {
 
   get activeUploads(): number { return this.active; }
 
-  private makeServer(): http.Server {
+  async start(port = 0, host = '0.0.0.0'): Promise<number> {
+    await fs.mkdir(this.opts.dataDir, { recursive: true });
     const server = http.createServer((req, res) => {
       this.opts.onActivity?.();
       this.active++;
-      this.responses.add(res);
-      // Draining: this is the connection's last response.
-      if (this.draining) res.shouldKeepAlive = false;
-      res.once('close', () => { this.active--; this.responses.delete(res); this.opts.onActivity?.(); });
+      res.once('close', () => { this.active--; this.opts.onActivity?.(); });
       this.handle(req, res).catch((err) => {
         this.opts.logger.debug({ err: String(err) }, 'upload ended early');
         if (!res.headersSent) sendText(res, 500, 'internal error'); else res.destroy();
@@ -62,12 +56,6 @@ export class PieceUploader {
     });
     server.keepAliveTimeout = 30_000;
     this.server = server;
-    return server;
-  }
-
-  async start(port = 0, host = '0.0.0.0'): Promise<number> {
-    await fs.mkdir(this.opts.dataDir, { recursive: true });
-    const server = this.makeServer();
     this.port = await new Promise<number>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => {
@@ -76,45 +64,6 @@ export class PieceUploader {
       });
     });
     return this.port;
-  }
-
-  /**
-   * Serves the connections of a socket another process listened on and
-   * handed over (a dfget that served its pieces itself, at its exit): the
-   * port stays the same, and what queued meanwhile is answered now.
-   */
-  adopt(listening: net.Server): number {
-    const server = this.makeServer();
-    this.listening = listening;
-    listening.on('connection', (socket: net.Socket) => server.emit('connection', socket));
-    const a = listening.address();
-    this.port = typeof a === 'object' && a ? a.port : 0;
-    return this.port;
-  }
-
-  /** The listening server, to hand over to another process. */
-  get listener(): http.Server | undefined { return this.server; }
-
-  /**
-   * Stops taking connections (the listening socket may live on in another
-   * process) and waits up to timeoutMs for the uploads under way, then ends
-   * the rest.
-   */
-  async drain(timeoutMs: number): Promise<void> {
-    const s = this.server;
-    if (!s) return;
-    this.server = undefined;
-    this.draining = true;
-    const closed = new Promise<void>((r) => s.close(() => r()));
-    // Kept-alive connections take no further request: idle ones close now,
-    // busy ones once their response is out. Their clients ask again on a new
-    // connection, which the socket's new owner accepts.
-    s.closeIdleConnections();
-    for (const res of this.responses) res.once('finish', () => res.socket?.end());
-    const deadline = Date.now() + timeoutMs;
-    while (this.active > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    s.closeAllConnections();
-    await closed;
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -149,24 +98,5 @@ export class PieceUploader {
     this.server = undefined;
     s.closeAllConnections();
     await new Promise<void>((r) => s.close(() => r()));
-    const l = this.listening;
-    this.listening = undefined;
-    if (l) await new Promise<void>((r) => l.close(() => r()));
   }
-}
-
-/**
- * POST /alive?ms=N: the uploader stays at least N ms from now (it never
- * shortens its life). The detached uploader and a dfget serving its own
- * pieces both answer it, with {pid, expiresAt}.
- */
-export function aliveRoute(lease: { expiresAt: number }, onChange: () => void): NonNullable<UploaderOptions['extraRoute']> {
-  return (req, res, url) => {
-    if (url.pathname !== '/alive' || req.method !== 'POST') return false;
-    const ms = Number(url.searchParams.get('ms'));
-    if (Number.isFinite(ms) && ms >= 0) lease.expiresAt = Math.max(lease.expiresAt, Date.now() + ms);
-    onChange();
-    sendText(res, 200, JSON.stringify({ pid: process.pid, expiresAt: lease.expiresAt }), 'application/json');
-    return true;
-  };
 }

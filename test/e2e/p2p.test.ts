@@ -8,7 +8,6 @@ import * as http from 'node:http';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { sendFileRange } from '../../src/common/file-server';
 import { metricValue } from '../../src/common/metrics';
@@ -19,7 +18,7 @@ import { pidAlive, readUploaderInfo } from '../../src/peer/uploader-files';
 import { SupernodeClient } from '../../src/supernode/client';
 import { DEFAULT_SCHEDULER_OPTIONS } from '../../src/supernode/scheduler';
 import { sha256File, tempDir } from '../helpers/origin';
-import { CLI, fixture, runCli, startSupernode, stopUploader } from '../helpers/procs';
+import { fixture, runCli, startSupernode, stopUploader } from '../helpers/procs';
 
 const MiB = 1024 * 1024;
 
@@ -267,76 +266,4 @@ test('a download that cannot write its data file fails with DF_ERR_OUTPUT_PATH a
   assert.equal(d.held.size, 0);
   const failuresAfter = metricValue(await sn.metrics(), 'dragonfly_supernode_piece_results_total', { holder: 'supernode', result: 'failure' });
   assert.equal(failuresAfter, failuresBefore, 'the supernode was blamed for a local write failure');
-});
-
-test('a dfget serves its pieces itself while it downloads and, at its exit, hands the same port to a detached uploader', async (t) => {
-  const { dir, file, origin, sn, home: peerHome } = await fixture(t, 6 * MiB);
-  const home = peerHome('a');
-  // 6 MiB at 2 MiB/s: about 3 s, long enough to look at the home meanwhile.
-  const child = spawn(process.execPath, [CLI('dfget'), '--url', origin.url('f.bin'), '-o', path.join(dir, 'a.out'), '--node', sn.addr,
-    '--home', home, '--ratelimit', '2M', '--notbs'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (d) => { stderr += d; });
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  let during: { pid: number; port: number } | undefined;
-  while (!during && child.exitCode === null) {
-    const info = await readUploaderInfo(home);
-    if (info?.pid === child.pid) during = info;
-    else await new Promise((r) => setTimeout(r, 20));
-  }
-  assert.ok(during, 'the dfget never named itself the home\'s uploader while it ran');
-  // New connections all through the hand-over, each answered (none refused,
-  // none left hanging), by the dfget and then by the uploader.
-  const answers: string[] = [];
-  let polling = true;
-  const poll = (async () => {
-    while (polling) {
-      answers.push(await new Promise<string>((resolve) => {
-        const req = http.get({ host: '127.0.0.1', port: during.port, path: '/healthz', agent: false, timeout: 3_000 }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(String(res.statusCode)));
-        });
-        req.on('timeout', () => { req.destroy(); resolve('timeout'); });
-        req.on('error', (err) => resolve((err as NodeJS.ErrnoException).code ?? err.message));
-      }));
-    }
-  })();
-  assert.equal(await exited, 0, stderr);
-  await new Promise((r) => setTimeout(r, 300));
-  polling = false;
-  await poll;
-  assert.ok(answers.length > 10, `only ${answers.length} requests were made`);
-  assert.deepEqual(answers.filter((a) => a !== '200'), [], 'a connection was not answered during the hand-over');
-  assert.equal(await sha256File(path.join(dir, 'a.out')), file.sha256);
-
-  // After: another process owns the lock, the task and the very same port.
-  const after = await readUploaderInfo(home);
-  assert.ok(after && after.pid !== child.pid && pidAlive(after.pid), `no live uploader after the dfget: ${JSON.stringify(after)}`);
-  assert.equal(after.port, during.port);
-  assert.equal(Number(await fs.readFile(path.join(home, 'uploader.lock'), 'utf8')), after.pid);
-  const sidecars = (await fs.readdir(path.join(home, 'data'))).filter((n) => n.endsWith('.meta.json'));
-  assert.equal(sidecars.length, 1);
-  const side = JSON.parse(await fs.readFile(path.join(home, 'data', sidecars[0]), 'utf8')) as { uploaderPid: number };
-  assert.equal(side.uploaderPid, after.pid);
-  const alive = await fetch(`http://127.0.0.1:${after.port}/alive?ms=1000`, { method: 'POST' });
-  assert.equal(((await alive.json()) as { pid: number }).pid, after.pid);
-
-  // And it serves the file: the next peer gets its pieces from this host (peers first).
-  const before = metricValue(await sn.metrics(), 'dragonfly_supernode_pieces_scheduled_total', { holder: 'peer' });
-  const b = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', path.join(dir, 'b.out'), '--node', sn.addr, '--home', peerHome('b'),
-    '--ratelimit', '500M', '--notbs']);
-  assert.equal(b.code, 0, b.stderr);
-  assert.equal(await sha256File(path.join(dir, 'b.out')), file.sha256);
-  const fromPeers = metricValue(await sn.metrics(), 'dragonfly_supernode_pieces_scheduled_total', { holder: 'peer' }) - before;
-  assert.ok(fromPeers >= 1, 'the next peer got nothing from the host that handed over');
-  assert.equal(origin.bytesFor('f.bin'), 6 * MiB);
-});
-
-test('a dfget that fails before it holds anything lets go of the home: no uploader, no lock left', async (t) => {
-  const { dir, origin, sn, home: peerHome } = await fixture(t, 1 * MiB);
-  const home = peerHome('a');
-  const r = await runCli('dfget', ['--url', origin.url('missing.bin'), '-o', path.join(dir, 'out'), '--node', sn.addr, '--home', home, '--notbs']);
-  assert.notEqual(r.code, 0);
-  assert.equal(await readUploaderInfo(home), undefined);
-  await assert.rejects(fs.stat(path.join(home, 'uploader.lock')), { code: 'ENOENT' });
 });
