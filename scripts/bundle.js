@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// Build step after tsc: bundles the short-lived programs (dfget and the
-// uploader it starts) into dist/bundle/, each with the V8 code cache of its
-// bundle and a small entry file that loads the two (src/common/code-cache.ts).
+// Build step after tsc: bundles the programs a rollout starts on many hosts
+// at once (dfget and the uploader it starts) into dist/bundle/, each with the
+// V8 code cache of its bundle and a small entry file that loads the two
+// (src/common/code-cache.ts).
 'use strict';
 const fs = require('node:fs');
 const path = require('node:path');

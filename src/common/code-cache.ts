@@ -8,7 +8,9 @@
  *
  * The cache is only ever an optimisation: V8 rejects one made by another
  * V8 version, with other V8 flags or for a source of another length, and
- * the bundle is then compiled from its source as usual.
+ * the bundle is then compiled from its source as usual. V8 checks no more
+ * of the source than its length, so a bundle and its cache are only ever
+ * written together, into an emptied directory, by the build.
  */
 import { createRequire } from 'node:module';
 import * as fs from 'node:fs';
