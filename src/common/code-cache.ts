@@ -34,15 +34,19 @@ export function makeCodeCache(bundle: string): Buffer {
   return compile(bundle).createCachedData();
 }
 
+/** The bundle's code cache; undefined when the build wrote none. */
+function readCodeCache(bundle: string): Buffer | undefined {
+  try {
+    return fs.readFileSync(codeCachePath(bundle));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Whether the bundle has a code cache that this Node's V8 accepts. */
 export function codeCacheAccepted(bundle: string): boolean {
-  let cachedData: Buffer;
-  try {
-    cachedData = fs.readFileSync(codeCachePath(bundle));
-  } catch {
-    return false;
-  }
-  return compile(bundle, cachedData).cachedDataRejected === false;
+  const cachedData = readCodeCache(bundle);
+  return cachedData !== undefined && compile(bundle, cachedData).cachedDataRejected === false;
 }
 
 type ModuleFunction = (exports: unknown, require: NodeJS.Require, module: { exports: unknown }, filename: string, dirname: string) => void;
@@ -52,13 +56,7 @@ type ModuleFunction = (exports: unknown, require: NodeJS.Require, module: { expo
  * V8 accepts it) and returns its exports.
  */
 export function loadBundle(bundle: string): unknown {
-  let cachedData: Buffer | undefined;
-  try {
-    cachedData = fs.readFileSync(codeCachePath(bundle));
-  } catch {
-    cachedData = undefined;
-  }
-  const fn = compile(bundle, cachedData).runInThisContext() as ModuleFunction;
+  const fn = compile(bundle, readCodeCache(bundle)).runInThisContext() as ModuleFunction;
   const mod = { exports: {} as unknown };
   fn.call(mod.exports, mod.exports, createRequire(bundle), mod, bundle, path.dirname(bundle));
   return mod.exports;

@@ -48,6 +48,7 @@ test('dfdaemon\'s blob source connects to its first supernode when it starts, be
   assert.ok(await source.start() > 0);
   // Times out (the test fails) if start() opened no connection.
   await connected;
+  assert.ok(seen.length >= 1);
 });
 
 test('dfdaemon\'s blob source starts even when its supernode is not reachable', async (t) => {
