@@ -1,6 +1,6 @@
 /**
  * A free list of equal-sized buffers. The code that moves piece bytes (a
- * download's write batches, a piece server's reads) takes from one pool and
+ * download's write batches, a piece server's reads) takes from a pool and
  * gives back, so fetching and serving many pieces touches the same few
  * buffers instead of fresh memory each time (on a VM every newly touched page
  * costs a fault in the guest and in the host).
@@ -20,5 +20,14 @@ export class BufferPool {
   }
 }
 
-/** 256 KiB buffers for piece bytes, shared by every download and piece server of the process. */
+/** 256 KiB buffers for the piece bytes a piece server reads, shared by every piece server of the process. */
 export const pieceBuffers = new BufferPool(256 * 1024, 32);
+
+/**
+ * 64 KiB batches in which a download gathers piece bytes before writing them
+ * to its data file. Larger writes cost the kernel more here: one dfget taking
+ * 1 GiB from a supernode on loopback spent 1.7-2.2 s of system time with
+ * 256 KiB writes and 0.5-0.7 s with 64 KiB ones (eight rounds of each,
+ * alternating), and took 3.2 s against 1.7 s (median).
+ */
+export const writeBatches = new BufferPool(64 * 1024, 32);

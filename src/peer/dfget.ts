@@ -9,7 +9,6 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import * as os from 'node:os';
 import { randomBytes } from 'node:crypto';
-import { pipeline } from 'node:stream/promises';
 import { DfError, toDfError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { RateLimiter } from '../common/ratelimit';
@@ -68,26 +67,26 @@ function verify(opts: DfgetOptions, sha256: string, md5: string): void {
 }
 
 /**
- * Makes the temporary output from the P2P data file. Without a digest to check
- * it is a hard link (no second write of the whole file; the uploader keeps
- * serving the same bytes), or a copy across file systems. With one, the copy
- * hashes the bytes on the way.
+ * Makes the temporary output from the P2P data file: a hard link (no second
+ * write of the whole file; the uploader keeps serving the same bytes), or a
+ * copy across file systems. A digest to check is checked on the data file
+ * first, so a file that fails it never becomes the output.
  */
-async function copyVerified(opts: DfgetOptions, src: string, dst: string): Promise<void> {
-  if (!opts.sha256 && !opts.md5) {
-    try {
-      await fsp.link(src, dst);
-    } catch {
-      await fsp.copyFile(src, dst, fs.constants.COPYFILE_FICLONE);
+async function linkVerified(opts: DfgetOptions, src: string, dst: string): Promise<void> {
+  if (opts.sha256 || opts.md5) {
+    const sha = opts.sha256 ? createHash('sha256') : undefined;
+    const md5 = opts.md5 ? createHash('md5') : undefined;
+    for await (const c of fs.createReadStream(src, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
+      sha?.update(c);
+      md5?.update(c);
     }
-    return;
+    verify(opts, sha?.digest('hex') ?? '', md5?.digest('hex') ?? '');
   }
-  const sha = createHash('sha256');
-  const md5 = createHash('md5');
-  await pipeline(fs.createReadStream(src, { highWaterMark: 1024 * 1024 }), async function* (chunks: AsyncIterable<Buffer>) {
-    for await (const c of chunks) { sha.update(c); md5.update(c); yield c; }
-  }, fs.createWriteStream(dst));
-  verify(opts, sha.digest('hex'), md5.digest('hex'));
+  try {
+    await fsp.link(src, dst);
+  } catch {
+    await fsp.copyFile(src, dst, fs.constants.COPYFILE_FICLONE);
+  }
 }
 
 /** Moves (or copies, across file systems) a failed download's data file to tmp; undefined when that fails. */
@@ -250,7 +249,7 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
   try {
     const r = await d.run();
     log.debug({ fromPeers: r.fromPeers, fromSupernode: r.fromSupernode }, 'all pieces verified');
-    await copyVerified(opts, r.dataPath, tmp);
+    await linkVerified(opts, r.dataPath, tmp);
     return r.contentLength;
   } catch (err) {
     // Nothing of a failed download stays to be served (once the uploader

@@ -13,13 +13,13 @@ import { SUPERNODE_HOLDER_ID } from '../common/constants';
 import { DfError, toDfError, isErrorCode } from '../common/errors';
 import type { Logger } from '../common/logger';
 import type { RateLimiter } from '../common/ratelimit';
-import { pieceBuffers } from '../common/buffer-pool';
+import { writeBatches } from '../common/buffer-pool';
 import type { PieceAssignment, RegisterRequest, RegisterResponse, SupernodeMessage, TaskUpdate } from '../common/proto';
 import { SupernodeClients, type PiecesCall, type SupernodeClient } from '../supernode/client';
 import { PieceClient } from './piece-client';
 
-/** Bytes of a piece gathered before they are written out together (a buffer of the shared pool). */
-const WRITE_BATCH_BYTES = pieceBuffers.size;
+/** Bytes of a piece gathered before they are written out together (see writeBatches). */
+const WRITE_BATCH_BYTES = writeBatches.size;
 /** Longest a complete download waits for its starting piece server to announce the port. */
 const SERVING_WAIT_MS = 15_000;
 /** Longest silence from a holder before its piece fails, ms. */
@@ -259,9 +259,10 @@ export class P2PDownload extends EventEmitter {
     const hash = createHash('sha256');
     const fd = this.fh!.fd;
     let filled = 0;
-    // Chunks are copied into a batch and written together: one syscall per
-    // WRITE_BATCH_BYTES instead of one per read.
-    const batch = pieceBuffers.take();
+    // Chunks are copied into a batch and written together: reads from a
+    // shaped link are a few KiB each, and one write per batch costs less than
+    // one per read.
+    const batch = writeBatches.take();
     const batchBytes = Math.min(WRITE_BATCH_BYTES, piece.length);
     let used = 0;
     const flush = () => {
@@ -296,7 +297,7 @@ export class P2PDownload extends EventEmitter {
       flush();
     } finally {
       // Writes are synchronous, so nothing refers to the batch any more.
-      pieceBuffers.give(batch);
+      writeBatches.give(batch);
     }
     if (filled !== piece.length) throw new DfError('DF_ERR_PEER_UNREACHABLE', `holder ${a.holderAddr} sent ${filled} of ${piece.length} bytes`);
     if (hash.digest('hex') !== piece.sha256) {

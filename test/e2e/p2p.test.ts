@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { sendFileRange } from '../../src/common/file-server';
 import { metricValue } from '../../src/common/metrics';
@@ -131,6 +131,25 @@ test('a supernode restarted between two downloads serves the second from its dis
   assert.equal(await sha256File(path.join(dir, 'o2')), file.sha256);
   assert.equal(origin.bytesSent(), 8 * MiB, 'the origin sent the file more than once');
   assert.equal(metricValue(await sn2.metrics(), 'dragonfly_supernode_source_bytes_total'), 0);
+});
+
+test('--md5 over P2P: a wrong one leaves no FILE; with the right one FILE is a link to the piece file the uploader serves', async (t) => {
+  const { dir, file, origin, sn, home } = await fixture(t, 4 * MiB);
+  const md5 = createHash('md5').update(await fs.readFile(file.path)).digest('hex');
+  const h = home('p');
+  const args = (out: string, sum: string) => ['--url', origin.url('f.bin'), '-o', path.join(dir, out), '--node', sn.addr, '--home', h, '--ratelimit', '500M', '--notbs', '--md5', sum];
+
+  const bad = await runCli('dfget', args('bad', '0'.repeat(32)));
+  assert.equal(bad.code, 5, bad.stderr);
+  assert.match(bad.stderr, /DF_ERR_DIGEST_MISMATCH: downloaded file has md5 [0-9a-f]{32}, expected 0{32}/);
+  assert.deepEqual((await fs.readdir(dir)).filter((f) => f.includes('bad')), []);
+
+  const good = await runCli('dfget', args('good', md5));
+  assert.equal(good.code, 0, good.stderr);
+  assert.equal(await sha256File(path.join(dir, 'good')), file.sha256);
+  const served = (await fs.readdir(path.join(h, 'data'))).filter((f) => !f.endsWith('.json'));
+  assert.equal(served.length, 1, served.join(', '));
+  assert.equal((await fs.stat(path.join(dir, 'good'))).ino, (await fs.stat(path.join(h, 'data', served[0]))).ino);
 });
 
 test('a download longer than --alivetime keeps its uploader, and so its place in the swarm', async (t) => {
