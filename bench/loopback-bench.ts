@@ -1,7 +1,7 @@
 /**
  * Loopback benchmark, no shaping: real processes on 127.0.0.1.
  *
- *   node dist/bench/loopback-bench.js [--peers 6] [--size 64M] [--big 1G] [--repeat 3] [--out-dir DIR] [--json FILE]
+ *   node dist/bench/loopback-bench.js [--peers 6] [--size 64M] [--big 1G] [--repeat 4] [--out-dir DIR] [--json FILE]
  *
  * 1. swarm: an origin that counts its bytes, a supernode, N dfget started
  *    together, against N parallel curls of the same file from the origin.
@@ -58,7 +58,7 @@ async function main(): Promise<void> {
   const peers = Number(arg('peers', '6'));
   const size = parseSize(arg('size', '64M'));
   const big = parseSize(arg('big', '1G'));
-  const repeat = Number(arg('repeat', '3'));
+  const repeat = Number(arg('repeat', '4'));
   if (!Number.isInteger(repeat) || repeat < 1) throw new Error('--repeat must be a whole number of at least 1');
   const dir = await tempDir('df-loopback-');
   const homes: string[] = [];
@@ -108,29 +108,51 @@ async function main(): Promise<void> {
     // Each measured command starts with no dirty pages: on a VM, dirtying a GiB
     // of page cache while other GiB wait for the disk costs the kernel several
     // times more CPU, which would favour whichever command ran first. The two
-    // take turns, `repeat` times, and the medians are compared.
+    // take turns, `repeat` times, curl first in odd rounds and dfget first in
+    // even ones, and the medians are compared.
     // Under --out-dir, a directory of our own, removed at the end with the rest.
     const outDir = arg('out-dir', '') ? await fsp.mkdtemp(path.join(arg('out-dir', ''), 'df-loopback-')) : dir;
     if (outDir !== dir) cleanup.push(outDir);
     const samples: { curlMs: number; dfgetMs: number; verified: boolean; dfgetPeakRssMB: number; dfgetCpuSec: number }[] = [];
-    for (let i = 0; i < repeat; i++) {
+    const runCurl = async () => {
       await timed('sync', []);
       const curlOut = path.join(outDir, 'big.curl');
-      const curlBig = await timed('curl', ['-sf', '-o', curlOut, '-r', `0-${big - 1}`, `http://127.0.0.1:${sn.downloadPort}/pieces/${taskId}`]);
-      const curlOk = curlBig.code === 0 && (await sha256File(curlOut)) === bigFile.sha256;
+      const run = await timed('curl', ['-sf', '-o', curlOut, '-r', `0-${big - 1}`, `http://127.0.0.1:${sn.downloadPort}/pieces/${taskId}`]);
+      const ok = run.code === 0 && (await sha256File(curlOut)) === bigFile.sha256;
       await fsp.rm(curlOut, { force: true });
+      return { run, ok };
+    };
+    const runDfget = async (i: number) => {
       await timed('sync', []);
       const oneHome = path.join(outDir, `one${i}`);
       homes.push(oneHome);
       const oneOut = path.join(outDir, 'big.out');
-      const one = await timed(process.execPath, [CLI('dfget'), '--url', origin.url('big.bin'), '-o', oneOut,
+      const run = await timed(process.execPath, [CLI('dfget'), '--url', origin.url('big.bin'), '-o', oneOut,
         '--node', sn.addr, '--home', oneHome, '--ratelimit', '10G', '--notbs']);
-      const oneOk = one.code === 0 && (await sha256File(oneOut)) === bigFile.sha256;
-      // The next round starts from the same page cache: this one's files go.
+      const ok = run.code === 0 && (await sha256File(oneOut)) === bigFile.sha256;
+      // The next command starts from the same page cache: this one's files go.
       await stopUploader(oneHome);
       await fsp.rm(oneOut, { force: true });
       await fsp.rm(oneHome, { recursive: true, force: true });
-      samples.push({ curlMs: Math.round(curlBig.ms), dfgetMs: Math.round(one.ms), verified: oneOk && curlOk, dfgetPeakRssMB: one.peakRssBytes / MiB, dfgetCpuSec: one.cpuSec });
+      return { run, ok };
+    };
+    for (let i = 0; i < repeat; i++) {
+      // The command that runs second in a round runs after the other's files
+      // were written, read back and removed; the order alternates from round
+      // to round so that neither command always comes second.
+      let c: Awaited<ReturnType<typeof runCurl>>;
+      let d: Awaited<ReturnType<typeof runDfget>>;
+      if (i % 2 === 0) {
+        c = await runCurl();
+        d = await runDfget(i);
+      } else {
+        d = await runDfget(i);
+        c = await runCurl();
+      }
+      samples.push({
+        curlMs: Math.round(c.run.ms), dfgetMs: Math.round(d.run.ms), verified: c.ok && d.ok,
+        dfgetPeakRssMB: d.run.peakRssBytes / MiB, dfgetCpuSec: d.run.cpuSec,
+      });
     }
     const bigCurlMs = median(samples.map((x) => x.curlMs));
     const dfgetMs = median(samples.map((x) => x.dfgetMs));
