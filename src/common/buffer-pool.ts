@@ -25,9 +25,10 @@ export const pieceBuffers = new BufferPool(256 * 1024, 32);
 
 /**
  * 64 KiB batches in which a download gathers piece bytes before writing them
- * to its data file. Larger writes cost the kernel more here: one dfget taking
- * 1 GiB from a supernode on loopback spent 1.7-2.2 s of system time with
- * 256 KiB writes and 0.5-0.7 s with 64 KiB ones (eight rounds of each,
- * alternating), and took 3.2 s against 1.7 s (median).
+ * to its data file. One dfget taking 1 GiB from a supernode on loopback spent
+ * 1.7-2.2 s of system time with 256 KiB writes and 0.5-0.7 s with 64 KiB ones
+ * (eight rounds of each, alternating), and took 3.2 s against 1.7 s (median).
+ * Why was not found: a program writing 1 GiB on its own costs the kernel
+ * about the same at either size (bench/README.md, Loopback).
  */
 export const writeBatches = new BufferPool(64 * 1024, 32);
