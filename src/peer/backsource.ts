@@ -1,8 +1,8 @@
 /** Back to source: fetch the URL directly, under the same rate limit, into a file. */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import type { Dispatcher } from 'undici';
+import { hashFile } from '../common/digest';
 import { DfError } from '../common/errors';
 import { openSource, resumableBody } from '../common/http';
 import type { RateLimiter } from '../common/ratelimit';
@@ -123,11 +123,5 @@ export async function fetchMissingFromSource(opts: {
   } finally {
     await fh.close();
   }
-  const sha = createHash('sha256');
-  const md5 = createHash('md5');
-  for await (const c of createReadStream(opts.filePath, { highWaterMark: 1024 * 1024 })) {
-    sha.update(c as Buffer);
-    md5.update(c as Buffer);
-  }
-  return { length, sha256: sha.digest('hex'), md5: md5.digest('hex'), fetched };
+  return { length, ...await hashFile(opts.filePath, { sha256: true, md5: true }), fetched };
 }

@@ -3,7 +3,6 @@
  * when that fails (unless --notbs), whole-file checks, and an atomic rename:
  * FILE appears only when every byte has verified.
  */
-import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
@@ -13,6 +12,7 @@ import { DfError, toDfError } from '../common/errors';
 import type { Logger } from '../common/logger';
 import { RateLimiter } from '../common/ratelimit';
 import { DEFAULTS } from '../common/constants';
+import { hashFile } from '../common/digest';
 import { P2PDownload } from './downloader';
 import type * as BackSource from './backsource';
 import type * as Http from '../common/http';
@@ -74,13 +74,8 @@ function verify(opts: DfgetOptions, sha256: string, md5: string): void {
  */
 async function linkVerified(opts: DfgetOptions, src: string, dst: string): Promise<void> {
   if (opts.sha256 || opts.md5) {
-    const sha = opts.sha256 ? createHash('sha256') : undefined;
-    const md5 = opts.md5 ? createHash('md5') : undefined;
-    for await (const c of fs.createReadStream(src, { highWaterMark: 1024 * 1024 }) as AsyncIterable<Buffer>) {
-      sha?.update(c);
-      md5?.update(c);
-    }
-    verify(opts, sha?.digest('hex') ?? '', md5?.digest('hex') ?? '');
+    const sums = await hashFile(src, { sha256: Boolean(opts.sha256), md5: Boolean(opts.md5) });
+    verify(opts, sums.sha256, sums.md5);
   }
   try {
     await fsp.link(src, dst);
