@@ -7,9 +7,8 @@ import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { createServer as createHttpsServer } from 'node:https';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createServer, request as httpRequest, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -19,6 +18,7 @@ import { metricValue, newRegistry } from '../../src/common/metrics';
 import type { BlobRange, BlobRequest, BlobSource, OpenedBlob } from '../../src/peer/blob-source';
 import { defaultConfig, type DfdaemonConfig, type ProxyRule, type RegistryAuth } from '../../src/dfdaemon/config';
 import { DfdaemonServer } from '../../src/dfdaemon/server';
+import { tempDirSync } from '../helpers/tmp';
 
 const sha256 = (b: Buffer | string) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -666,7 +666,7 @@ test('upstream unreachable: 502 in the registry format, no crash', async (t) => 
 });
 
 test('TLS upstream: refused by default, accepted with insecure or with its CA in certs', async (t) => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'dfdaemon-tls-'));
+  const dir = tempDirSync('dfdaemon-tls-');
   const key = path.join(dir, 'key.pem');
   const cert = path.join(dir, 'cert.pem');
   const gen = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',

@@ -3,7 +3,6 @@ import * as http from 'node:http';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
-import * as os from 'node:os';
 import { createHash, randomBytes } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 
@@ -53,9 +52,7 @@ export async function sha256File(p: string): Promise<string> {
   return h.digest('hex');
 }
 
-export async function tempDir(prefix = 'df-test-'): Promise<string> {
-  return fsp.mkdtemp(path.join(os.tmpdir(), prefix));
-}
+export { tempDir } from './tmp';
 
 /** Serves files from dir at /<name>. */
 export async function startOrigin(dir: string): Promise<Origin> {

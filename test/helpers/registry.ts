@@ -12,12 +12,12 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { tempDir } from './tmp';
 
 // Podman-based pulls live beside the other podman helpers; re-exported here so
 // a mirror test can import every client helper from one place.
@@ -80,9 +80,9 @@ export async function runOk(cmd: string, args: readonly string[], opts: RunOptio
   return r;
 }
 
-/** A fresh directory under os.tmpdir(). */
+/** A fresh directory under os.tmpdir(), removed when the test process exits. */
 export function makeTempDir(prefix: string): Promise<string> {
-  return mkdtemp(join(tmpdir(), `${prefix}-`));
+  return tempDir(`${prefix}-`);
 }
 
 // Children still running when the test process exits (a test that failed before

@@ -1,11 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
+import { tempDirSync } from '../helpers/tmp';
 
 const CLI = path.join(__dirname, '..', '..', 'src', 'cli', 'dfdaemon.js');
 
@@ -14,7 +14,7 @@ function run(args: string[]) {
 }
 
 function tmpFile(name: string, text: string): string {
-  const dir = mkdtempSync(path.join(tmpdir(), 'dfdaemon-cli-'));
+  const dir = tempDirSync('dfdaemon-cli-');
   const file = path.join(dir, name);
   writeFileSync(file, text, { mode: 0o600 });
   return file;

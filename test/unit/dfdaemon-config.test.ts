@@ -1,9 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { DfError } from '../../src/common/errors';
+import { tempDirSync } from '../helpers/tmp';
 import { defaultConfig, loadConfig, parseConfigFile, redactConfig } from '../../src/dfdaemon/config';
 
 const ROOT = path.join(__dirname, '..', '..', '..');
@@ -181,7 +181,7 @@ test('redactConfig hides credentials', () => {
 });
 
 test('relative paths in the file resolve against its directory; missing file is a config error', () => {
-  const dir = mkdtempSync(path.join(tmpdir(), 'dfdaemon-config-'));
+  const dir = tempDirSync('dfdaemon-config-');
   writeFileSync(path.join(dir, 'ca.pem'), '-----BEGIN CERTIFICATE-----\n');
   const file = path.join(dir, 'dfdaemon.yml');
   writeFileSync(file, 'home: work\nregistry_mirror:\n  certs: [ca.pem]\n');

@@ -4,13 +4,13 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { sendFileRange, sendText } from '../../src/common/file-server';
 import { uplinkLimiter } from '../../src/common/ratelimit';
 import { PieceClient } from '../../src/peer/piece-client';
+import { tempDirSync } from '../helpers/tmp';
 
 async function serve(handler: http.RequestListener): Promise<{ addr: string; close: () => Promise<void> }> {
   const server = http.createServer(handler);
@@ -24,7 +24,7 @@ async function serve(handler: http.RequestListener): Promise<{ addr: string; clo
 }
 
 function tempFile(bytes: Buffer): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'df-fs-'));
+  const dir = tempDirSync('df-fs-');
   const f = path.join(dir, 'data');
   fs.writeFileSync(f, bytes);
   return f;
