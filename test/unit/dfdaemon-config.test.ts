@@ -3,8 +3,8 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { DfError } from '../../src/common/errors';
-import { tempDirSync } from '../helpers/tmp';
 import { defaultConfig, loadConfig, parseConfigFile, redactConfig } from '../../src/dfdaemon/config';
+import { tempDirSync } from '../helpers/tmp';
 
 const ROOT = path.join(__dirname, '..', '..', '..');
 
