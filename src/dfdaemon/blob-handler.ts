@@ -9,11 +9,21 @@
  * Integrity: the P2P side verifies what it serves. On the direct path the
  * bytes are hashed while they stream and a mismatch cuts the connection
  * before the last chunk, so a client never gets a complete, corrupt blob.
+ *
+ * A P2P stream that breaks off after the response started (every peer and
+ * the supernode gone, the disk full) is finished from the upstream with a
+ * range request for the bytes the client does not have yet, so the pull goes
+ * on instead of failing. A whole blob is hashed as its bytes pass, whichever
+ * way they come, and its last chunk is held back until the digest matched,
+ * as on the direct path.
  */
+import { createHash, type Hash } from 'node:crypto';
+import { once } from 'node:events';
+import type { ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import type { Transform } from 'node:stream';
+import type { Readable, Transform } from 'node:stream';
 import { VERSION } from '../common/constants';
-import { type DfError, toDfError } from '../common/errors';
+import { DfError, toDfError } from '../common/errors';
 import type { DfdaemonMetrics } from '../common/metrics';
 import type { RateLimiter } from '../common/ratelimit';
 import type { BlobRange, BlobSource, OpenedBlob } from '../peer/blob-source';
@@ -59,6 +69,57 @@ function blobHeaders(digest: string): Record<string, string> {
     // A blob is content-addressed: it never changes.
     'cache-control': 'max-age=31536000',
   };
+}
+
+/** A chunk of a blob and the way it came, for the byte counts by path. */
+interface Part { chunk: Buffer; via: 'p2p' | 'direct' }
+
+/**
+ * What goes to the client of a whole blob: its bytes are hashed, and the
+ * latest chunk is held back until the next one comes or the digest is checked
+ * (release), so the client never gets all of a blob that does not match.
+ */
+class CheckedBlob {
+  private readonly hash: Hash;
+  private held: Part | undefined;
+
+  constructor(private readonly digest: ValidDigest) {
+    this.hash = createHash(digest.algorithm);
+  }
+
+  /** Takes a chunk; returns the one before it, now safe to send. */
+  pass(part: Part): Part | undefined {
+    this.hash.update(part.chunk);
+    const out = this.held;
+    this.held = part;
+    return out;
+  }
+
+  /** Once every byte passed: the held chunk when the digest matched; throws otherwise. */
+  release(): Part | undefined {
+    const actual = this.hash.digest('hex');
+    if (actual !== this.digest.hex) {
+      throw new DfError('DF_ERR_DIGEST_MISMATCH', `blob digest mismatch: expected ${this.digest.digest}, got ${this.digest.algorithm}:${actual}`);
+    }
+    return this.held;
+  }
+}
+
+/**
+ * Writes what `onChunk` makes of each chunk of `body` to the response as the
+ * client takes it, without ending the response; `pace` is awaited before
+ * each chunk. Rejects when the body fails or `onChunk` throws (the response
+ * is left open), or when the client goes away (`signal`).
+ */
+async function forward(
+  body: Readable, res: ServerResponse, signal: AbortSignal,
+  onChunk: (chunk: Buffer) => Buffer | undefined, pace?: (bytes: number) => Promise<void>,
+): Promise<void> {
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    if (pace) await pace(chunk.length);
+    const out = onChunk(chunk);
+    if (out && out.length > 0 && !res.write(out)) await once(res, 'drain', { signal });
+  }
 }
 
 function rangeNotSatisfiable(ctx: RequestContext, digest: string, reason: string, total?: number): void {
@@ -141,6 +202,7 @@ export class BlobHandler {
 
     const total = opened.length;
     let status = 200;
+    let first = 0;
     let length = total;
     const headersOut: Record<string, string | number> = blobHeaders(digest.digest);
     if (range.kind === 'range') {
@@ -152,23 +214,95 @@ export class BlobHandler {
         return true;
       }
       status = 206;
+      first = r.start;
       length = r.end - r.start + 1;
       headersOut['content-range'] = contentRange(r, total);
     }
     headersOut['content-length'] = length;
     ctx.via = 'p2p';
     ctx.res.writeHead(status, headersOut);
-    const counter = new ByteCounter((n) => this.d.metrics.blobBytes.inc({ via: 'p2p' }, n));
+    // Only a whole blob can be checked against its digest.
+    const checked = status === 200 ? new CheckedBlob(digest) : undefined;
+    let taken = 0;
     try {
-      await pipeline(opened.body, new ExactLength(length), counter, ctx.res);
+      await forward(opened.body, ctx.res, ctx.signal, (chunk) => {
+        if (taken + chunk.length > length) throw new DfError('DF_ERR_P2P_FAILED', `blob body longer than the ${length} bytes announced`);
+        taken += chunk.length;
+        return this.counted(checked ? checked.pass({ chunk, via: 'p2p' }) : { chunk, via: 'p2p' });
+      });
+      if (taken !== length) throw new DfError('DF_ERR_P2P_FAILED', `P2P blob body ended after ${taken} of ${length} bytes`);
     } catch (e) {
-      if (!ctx.signal.aborted) {
-        const err = toDfError(e);
-        ctx.log.warn({ code: err.code, err: err.message, digest: digest.digest }, 'P2P blob stream failed; connection closed');
+      if (ctx.signal.aborted || ctx.res.destroyed) {
+        ctx.res.destroy();
+        return true;
       }
+      const err = toDfError(e);
+      ctx.log.warn({ code: err.code, err: err.message, digest: digest.digest, taken, length },
+        'P2P blob stream failed part way; fetching the rest from the upstream');
+      await this.finishFromUpstream(job, first + taken, first + length - 1, checked);
+      return true;
+    }
+    try {
+      const last = this.counted(checked?.release());
+      if (last) ctx.res.write(last);
+      ctx.res.end();
+    } catch (e) {
+      const err = toDfError(e);
+      ctx.log.warn({ code: err.code, err: err.message, digest: digest.digest }, 'P2P blob failed its digest; connection closed');
       ctx.res.destroy();
     }
     return true;
+  }
+
+  /**
+   * Sends bytes from..to (inclusive) of the blob from the upstream, after a
+   * P2P stream broke off there. A whole blob goes on through its CheckedBlob,
+   * so nothing but a matching digest releases its last chunk; any failure cuts
+   * the connection, so the client sees a short body, never a complete blob
+   * that does not match its digest.
+   */
+  private async finishFromUpstream(job: BlobJob, from: number, to: number, checked: CheckedBlob | undefined): Promise<void> {
+    const { ctx, digest } = job;
+    const want = to - from + 1;
+    let seen = 0;
+    try {
+      const up = await this.d.upstream.send({
+        method: 'GET',
+        url: job.url,
+        headers: { 'user-agent': DFDAEMON_USER_AGENT, range: `bytes=${from}-${to}` },
+        clientAuthorization: job.clientAuthorization,
+        scope: job.scope,
+        followRedirects: true,
+        signal: ctx.signal,
+      });
+      const cr = headerValue(up.headers, 'content-range') ?? '';
+      if (up.status !== 206 || !cr.startsWith(`bytes ${from}-${to}/`)) {
+        discard(up.body);
+        throw new DfError('DF_ERR_SOURCE_STATUS', `upstream answered ${up.status} ${cr} to a request for bytes ${from}-${to}`, { status: up.status });
+      }
+      await forward(up.body, ctx.res, ctx.signal, (chunk) => {
+        if (seen + chunk.length > want) throw new DfError('DF_ERR_SOURCE_STATUS', `upstream sent more than the ${want} bytes asked for`);
+        seen += chunk.length;
+        return this.counted(checked ? checked.pass({ chunk, via: 'direct' }) : { chunk, via: 'direct' });
+      }, (n) => this.d.limiter.take(n));
+      if (seen !== want) throw new DfError('DF_ERR_SOURCE_TRUNCATED', `upstream sent ${seen} of the ${want} bytes asked for`);
+      const last = this.counted(checked?.release());
+      if (last) ctx.res.write(last);
+      ctx.res.end();
+    } catch (e) {
+      if (!ctx.signal.aborted) {
+        const err = toDfError(e);
+        ctx.log.warn({ code: err.code, err: err.message, digest: digest.digest, from, to }, 'the rest of the blob from the upstream failed; connection closed');
+      }
+      ctx.res.destroy();
+    }
+  }
+
+  /** A part of the blob about to go to the client, counted by the way it came. */
+  private counted(part: Part | undefined): Buffer | undefined {
+    if (!part) return undefined;
+    this.d.metrics.blobBytes.inc({ via: part.via }, part.chunk.length);
+    return part.chunk;
   }
 
   private onP2PRejected(job: BlobJob, err: DfError): boolean {

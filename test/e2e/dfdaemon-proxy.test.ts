@@ -182,7 +182,8 @@ async function listen(handler: (req: IncomingMessage, res: ServerResponse, body:
 
 // ---------- a fake P2P network ----------
 
-type Mode = 'ok' | 'unreachable' | 'fail-midway' | { status: number };
+/** fail-midway: 1 KiB, then the P2P download fails; corrupt-midway: the same, with that 1 KiB wrong. */
+type Mode = 'ok' | 'unreachable' | 'fail-midway' | 'corrupt-midway' | { status: number };
 
 class FakeBlobSource implements BlobSource {
   calls: Array<{ req: BlobRequest; range?: BlobRange }> = [];
@@ -199,9 +200,11 @@ class FakeBlobSource implements BlobSource {
     const start = range?.start ?? 0;
     const end = Math.min(range?.end ?? blob.length - 1, blob.length - 1);
     const part = start < blob.length ? blob.subarray(start, end + 1) : Buffer.alloc(0);
-    if (mode === 'fail-midway') {
+    if (mode === 'fail-midway' || mode === 'corrupt-midway') {
       const body = new Readable({ read() { /* pushed below */ } });
-      body.push(part.subarray(0, 1024));
+      const head = Buffer.from(part.subarray(0, 1024));
+      if (mode === 'corrupt-midway') head[100] ^= 0xff;
+      body.push(head);
       setImmediate(() => body.destroy(new DfError('DF_ERR_P2P_FAILED', 'all peers failed')));
       return { length: blob.length, body };
     }
@@ -464,14 +467,40 @@ test('direct path digest mismatch: the client gets a broken body, the daemon liv
   assert.ok(again.body.equals(GOOD));
 });
 
-test('a P2P body failing midway cuts the response', async (t) => {
+test('a P2P body failing midway is finished from the upstream with a range request, and verifies', async (t) => {
   resetRegistry();
   const d = await startDaemon(t);
   d.source.mode = 'fail-midway';
   const r = await fetchRaw(`${d.url}/v2/library/alpine/blobs/${GOOD_DIGEST}`);
   assert.equal(r.status, 200);
-  assert.equal(r.complete, false);
-  assert.ok(r.body.length < GOOD.length);
+  assert.equal(r.complete, true);
+  assert.ok(r.body.equals(GOOD), 'the whole blob, 1 KiB over P2P and the rest from the upstream');
+  const gets = reg.saw(`/blobs/${GOOD_DIGEST}`, 'GET');
+  assert.equal(gets.length, 1, 'one upstream GET, for the rest only');
+  assert.equal(gets[0].headers.range, `bytes=1024-${GOOD.length - 1}`);
+  const m = await d.metrics();
+  assert.equal(metricValue(m, 'dragonfly_dfdaemon_blob_bytes_total', { via: 'p2p' }), 1024);
+  assert.equal(metricValue(m, 'dragonfly_dfdaemon_blob_bytes_total', { via: 'direct' }), GOOD.length - 1024);
+
+  // A range the client asked for goes on from where the P2P bytes stopped.
+  resetRegistry();
+  const part = await fetchRaw(`${d.url}/v2/library/alpine/blobs/${GOOD_DIGEST}`, { headers: { range: 'bytes=2-50001' } });
+  assert.equal(part.status, 206);
+  assert.equal(part.headers['content-range'], `bytes 2-50001/${GOOD.length}`);
+  assert.equal(part.complete, true);
+  assert.ok(part.body.equals(GOOD.subarray(2, 50002)));
+  assert.equal(reg.saw(`/blobs/${GOOD_DIGEST}`, 'GET')[0].headers.range, 'bytes=1026-50001');
+});
+
+test('P2P bytes that do not match the digest, finished from the upstream: the response is cut, never complete', async (t) => {
+  resetRegistry();
+  const d = await startDaemon(t);
+  d.source.mode = 'corrupt-midway';
+  const r = await fetchRaw(`${d.url}/v2/library/alpine/blobs/${GOOD_DIGEST}`);
+  assert.equal(r.status, 200);
+  assert.equal(r.complete, false, 'the response is cut');
+  assert.ok(r.body.length < GOOD.length, 'never the whole (corrupt) blob');
+  assert.equal(reg.saw(`/blobs/${GOOD_DIGEST}`, 'GET')[0].headers.range, `bytes=1024-${GOOD.length - 1}`);
   assert.equal((await fetchRaw(`${d.url}/healthz`)).status, 200);
 });
 

@@ -132,6 +132,45 @@ test('supernode down: the pull through dfdaemon still succeeds', async (t) => {
   assert.deepEqual((await skopeoPulledDigests(r.out, TAG)).layers, image.layers);
 });
 
+test('the supernode dies while blobs stream: dfdaemon finishes them from the registry and the pull succeeds', async (t) => {
+  const lone = await startSupernode(path.join(dir, 'sn-dies'));
+  t.after(() => lone.stop());
+  const counted = await startCountingProxy(registry.url);
+  t.after(() => counted.close());
+  // Slow enough that the kill lands mid-blob: 42 MiB at 8 MiB/s.
+  const d = await startDfdaemon(['--registry', counted.url, '--node', lone.addr, '--home', path.join(dir, 'dies'), '--ratelimit', '8M', '--verbose']);
+  t.after(() => d.stop());
+  const pull = skopeoPull(d.host, 'dies');
+  await stderrLines(d, '"piece done"', 4);
+  lone.proc.kill('SIGKILL');
+
+  const r = await pull;
+  assert.equal(r.code, 0, r.stderr);
+  const got = await skopeoPulledDigests(r.out, TAG);
+  assert.deepEqual(got.layers, image.layers);
+  assert.equal(got.config, image.config);
+  // The responses had started over P2P (the pieces above are the blobs' own)
+  // when the supernode died; each went on from the registry.
+  assert.match(d.stderr(), /fetching the rest from the upstream/);
+  const m = await (await request(`${d.url}/metrics`)).body.text();
+  const p2p = metricValue(m, 'dragonfly_dfdaemon_blob_bytes_total', { via: 'p2p' });
+  const direct = metricValue(m, 'dragonfly_dfdaemon_blob_bytes_total', { via: 'direct' });
+  const total = image.layerSizes.reduce((a, b) => a + b, 0);
+  assert.ok(direct > 0 && p2p + direct >= total, `p2p ${p2p} and direct ${direct} bytes for ${total} bytes of layers`);
+  // What the client did not have yet was asked for with a range to the end of its layer.
+  let rests = 0;
+  image.layers.forEach((layer, i) => {
+    for (const q of counted.requestsFor(blobPathRe(layer), 'GET').filter((x) => x.range !== undefined)) {
+      const m = /^bytes=(\d+)-(\d+)$/.exec(q.range ?? '');
+      assert.ok(m && Number(m[2]) === image.layerSizes[i] - 1, `layer ${i}: ${q.range}`);
+      assert.equal(q.status, 206);
+      assert.equal(q.bytes, image.layerSizes[i] - Number(m[1]));
+      rests++;
+    }
+  });
+  assert.ok(rests > 0, 'no layer was finished from the registry with a range request');
+});
+
 test('a blob whose bytes do not match its digest fails the pull; after the fault a pull succeeds', async (t) => {
   const other = await buildImage({ dir: path.join(dir, 'img2'), layers: 2, layerBytes: 4 * MiB, tag: TAG });
   await pushImage(other.ociDir, TAG, registry.host, 'team/other');
