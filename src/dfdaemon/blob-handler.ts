@@ -11,13 +11,12 @@
  * before the last chunk, so a client never gets a complete, corrupt blob.
  *
  * A P2P stream that breaks off after the response started (every peer and
- * the supernode gone, the disk full) is finished from the upstream with a
- * range request for the bytes the client does not have yet, so the pull goes
- * on instead of failing. A whole blob is hashed as its bytes pass, whichever
- * way they come, and its last chunk is held back until the digest matched,
- * as on the direct path.
+ * the supernode gone, the disk full) is finished from the upstream, so the
+ * pull goes on instead of failing: a client's range with a range request for
+ * the bytes it does not have yet; a whole blob by fetching it again and
+ * sending what the client lacks once it is checked (finishWhole).
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
@@ -73,37 +72,6 @@ function blobHeaders(digest: string): Record<string, string> {
 
 /** A chunk of a blob and the way it came, for the byte counts by path. */
 interface Part { chunk: Buffer; via: 'p2p' | 'direct' }
-
-/**
- * What goes to the client of a whole blob: its bytes are hashed, and the
- * latest chunk is held back until the next one comes or the digest is checked
- * (release), so the client never gets all of a blob that does not match.
- */
-class CheckedBlob {
-  private readonly hash: Hash;
-  private held: Part | undefined;
-
-  constructor(private readonly digest: ValidDigest) {
-    this.hash = createHash(digest.algorithm);
-  }
-
-  /** Takes a chunk; returns the one before it, now safe to send. */
-  pass(part: Part): Part | undefined {
-    this.hash.update(part.chunk);
-    const out = this.held;
-    this.held = part;
-    return out;
-  }
-
-  /** Once every byte passed: the held chunk when the digest matched; throws otherwise. */
-  release(): Part | undefined {
-    const actual = this.hash.digest('hex');
-    if (actual !== this.digest.hex) {
-      throw new DfError('DF_ERR_DIGEST_MISMATCH', `blob digest mismatch: expected ${this.digest.digest}, got ${this.digest.algorithm}:${actual}`);
-    }
-    return this.held;
-  }
-}
 
 /**
  * Writes what `onChunk` makes of each chunk of `body` to the response as the
@@ -221,14 +189,12 @@ export class BlobHandler {
     headersOut['content-length'] = length;
     ctx.via = 'p2p';
     ctx.res.writeHead(status, headersOut);
-    // Only a whole blob can be checked against its digest.
-    const checked = status === 200 ? new CheckedBlob(digest) : undefined;
     let taken = 0;
     try {
       await forward(opened.body, ctx.res, ctx.signal, (chunk) => {
         if (taken + chunk.length > length) throw new DfError('DF_ERR_P2P_FAILED', `blob body longer than the ${length} bytes announced`);
         taken += chunk.length;
-        return this.counted(checked ? checked.pass({ chunk, via: 'p2p' }) : { chunk, via: 'p2p' });
+        return this.counted({ chunk, via: 'p2p' });
       });
       if (taken !== length) throw new DfError('DF_ERR_P2P_FAILED', `P2P blob body ended after ${taken} of ${length} bytes`);
     } catch (e) {
@@ -239,63 +205,114 @@ export class BlobHandler {
       const err = toDfError(e);
       ctx.log.warn({ code: err.code, err: err.message, digest: digest.digest, taken, length },
         'P2P blob stream failed part way; fetching the rest from the upstream');
-      await this.finishFromUpstream(job, first + taken, first + length - 1, checked);
+      try {
+        if (status === 200) await this.finishWhole(job, total, taken, opened.pieces?.());
+        else await this.finishRange(job, first + taken, first + length - 1);
+        ctx.res.end();
+      } catch (e2) {
+        if (!ctx.signal.aborted) {
+          const err2 = toDfError(e2);
+          ctx.log.warn({ code: err2.code, err: err2.message, digest: digest.digest }, 'the rest of the blob from the upstream failed; connection closed');
+        }
+        ctx.res.destroy();
+      }
       return true;
     }
-    try {
-      const last = this.counted(checked?.release());
-      if (last) ctx.res.write(last);
-      ctx.res.end();
-    } catch (e) {
-      const err = toDfError(e);
-      ctx.log.warn({ code: err.code, err: err.message, digest: digest.digest }, 'P2P blob failed its digest; connection closed');
-      ctx.res.destroy();
-    }
+    ctx.res.end();
     return true;
   }
 
-  /**
-   * Sends bytes from..to (inclusive) of the blob from the upstream, after a
-   * P2P stream broke off there. A whole blob goes on through its CheckedBlob,
-   * so nothing but a matching digest releases its last chunk; any failure cuts
-   * the connection, so the client sees a short body, never a complete blob
-   * that does not match its digest.
-   */
-  private async finishFromUpstream(job: BlobJob, from: number, to: number, checked: CheckedBlob | undefined): Promise<void> {
-    const { ctx, digest } = job;
-    const want = to - from + 1;
-    let seen = 0;
-    try {
-      const up = await this.d.upstream.send({
-        method: 'GET',
-        url: job.url,
-        headers: { 'user-agent': DFDAEMON_USER_AGENT, range: `bytes=${from}-${to}` },
-        clientAuthorization: job.clientAuthorization,
-        scope: job.scope,
-        followRedirects: true,
-        signal: ctx.signal,
-      });
-      const cr = headerValue(up.headers, 'content-range') ?? '';
-      if (up.status !== 206 || !cr.startsWith(`bytes ${from}-${to}/`)) {
-        discard(up.body);
-        throw new DfError('DF_ERR_SOURCE_STATUS', `upstream answered ${up.status} ${cr} to a request for bytes ${from}-${to}`, { status: up.status });
-      }
-      await forward(up.body, ctx.res, ctx.signal, (chunk) => {
-        if (seen + chunk.length > want) throw new DfError('DF_ERR_SOURCE_STATUS', `upstream sent more than the ${want} bytes asked for`);
-        seen += chunk.length;
-        return this.counted(checked ? checked.pass({ chunk, via: 'direct' }) : { chunk, via: 'direct' });
-      }, (n) => this.d.limiter.take(n));
-      if (seen !== want) throw new DfError('DF_ERR_SOURCE_TRUNCATED', `upstream sent ${seen} of the ${want} bytes asked for`);
-      const last = this.counted(checked?.release());
-      if (last) ctx.res.write(last);
-      ctx.res.end();
-    } catch (e) {
-      if (!ctx.signal.aborted) {
-        const err = toDfError(e);
-        ctx.log.warn({ code: err.code, err: err.message, digest: digest.digest, from, to }, 'the rest of the blob from the upstream failed; connection closed');
-      }
-      ctx.res.destroy();
+  /** Asks the upstream for the blob (bytes from..to when given) and checks that it answers with exactly that. */
+  private async fetchUpstream(job: BlobJob, total: number, range?: { from: number; to: number }): Promise<Readable> {
+    const headers: Record<string, string> = { 'user-agent': DFDAEMON_USER_AGENT };
+    if (range) headers.range = `bytes=${range.from}-${range.to}`;
+    const up = await this.d.upstream.send({
+      method: 'GET', url: job.url, headers,
+      clientAuthorization: job.clientAuthorization, scope: job.scope, followRedirects: true, signal: job.ctx.signal,
+    });
+    const cr = headerValue(up.headers, 'content-range') ?? '';
+    const len = headerValue(up.headers, 'content-length');
+    const ok = range
+      ? up.status === 206 && cr.startsWith(`bytes ${range.from}-${range.to}/`)
+      : up.status === 200 && (len === undefined || Number(len) === total);
+    if (!ok) {
+      discard(up.body);
+      throw new DfError('DF_ERR_SOURCE_STATUS', `upstream answered ${up.status} ${cr || len || ''} to a request for ${range ? `bytes ${range.from}-${range.to}` : `all ${total} bytes`}`.trim(), { status: up.status });
     }
+    return up.body;
+  }
+
+  /**
+   * Sends bytes from..to (inclusive) of a range the client asked for, from the
+   * upstream. Ranges are not checked against the digest, here as on the
+   * direct path.
+   */
+  private async finishRange(job: BlobJob, from: number, to: number): Promise<void> {
+    const want = to - from + 1;
+    const body = await this.fetchUpstream(job, 0, { from, to });
+    let seen = 0;
+    await forward(body, job.ctx.res, job.ctx.signal, (chunk) => {
+      if (seen + chunk.length > want) throw new DfError('DF_ERR_SOURCE_STATUS', `upstream sent more than the ${want} bytes asked for`);
+      seen += chunk.length;
+      return this.counted({ chunk, via: 'direct' });
+    }, (n) => this.d.limiter.take(n));
+    if (seen !== want) throw new DfError('DF_ERR_SOURCE_TRUNCATED', `upstream sent ${seen} of the ${want} bytes asked for`);
+  }
+
+  /**
+   * Sends the rest of a whole blob after the first `taken` bytes went out over
+   * P2P. The blob is fetched again from its first byte: all of it is hashed
+   * against its digest, and the bytes the client already has are checked
+   * piece by piece against the sha256 the P2P download verified them with, so
+   * what the client ends up with is the upstream's blob, which matches its
+   * digest. The last chunk is held back until both checks passed; a failure
+   * throws and the caller cuts the connection, so the client never gets a
+   * complete blob that does not match. It costs the `taken` bytes fetched
+   * again, and only when a P2P download broke off: a P2P stream that runs to
+   * its end is not hashed here (its pieces were).
+   */
+  private async finishWhole(job: BlobJob, total: number, taken: number,
+    pieces: { pieceSize: number; sha256: ReadonlyMap<number, string> } | undefined): Promise<void> {
+    const { digest } = job;
+    const pieceSize = pieces?.pieceSize ?? 0;
+    if (taken > 0 && (!pieces || pieceSize <= 0)) throw new DfError('DF_ERR_P2P_FAILED', 'no piece digests to check the bytes already sent with');
+    // Pieces 0..lastSent hold the bytes the client has.
+    const lastSent = taken > 0 ? Math.floor((taken - 1) / pieceSize) : -1;
+    const whole = createHash(digest.algorithm);
+    let piece = 0;
+    let pieceHash = createHash('sha256');
+    let pieceEnd = Math.min(total, pieceSize);
+    let pos = 0;
+    let held: Buffer | undefined;
+    const body = await this.fetchUpstream(job, total);
+    await forward(body, job.ctx.res, job.ctx.signal, (chunk) => {
+      if (pos + chunk.length > total) throw new DfError('DF_ERR_SOURCE_STATUS', `upstream sent more than the ${total} bytes of the blob`);
+      whole.update(chunk);
+      for (let at = 0; piece <= lastSent && at < chunk.length;) {
+        const n = Math.min(chunk.length - at, pieceEnd - (pos + at));
+        pieceHash.update(chunk.subarray(at, at + n));
+        at += n;
+        if (pos + at === pieceEnd) {
+          if (pieceHash.digest('hex') !== pieces!.sha256.get(piece)) {
+            throw new DfError('DF_ERR_DIGEST_MISMATCH', `piece ${piece} the client already has differs from the upstream's`);
+          }
+          piece++;
+          pieceHash = createHash('sha256');
+          pieceEnd = Math.min(total, pieceEnd + pieceSize);
+        }
+      }
+      const rest = chunk.subarray(Math.max(0, Math.min(chunk.length, taken - pos)));
+      pos += chunk.length;
+      if (rest.length === 0) return undefined;
+      const out = held;
+      held = rest;
+      return this.counted(out && { chunk: out, via: 'direct' });
+    }, (n) => this.d.limiter.take(n));
+    if (pos !== total) throw new DfError('DF_ERR_SOURCE_TRUNCATED', `upstream sent ${pos} of the ${total} bytes of the blob`);
+    const actual = whole.digest('hex');
+    if (actual !== digest.hex) throw new DfError('DF_ERR_DIGEST_MISMATCH', `blob digest mismatch: expected ${digest.digest}, got ${digest.algorithm}:${actual}`);
+    const last = this.counted(held && { chunk: held, via: 'direct' });
+    if (last) job.ctx.res.write(last);
   }
 
   /** A part of the blob about to go to the client, counted by the way it came. */

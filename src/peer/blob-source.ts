@@ -30,6 +30,13 @@ export interface OpenedBlob {
    * fails after open() resolved.
    */
   body: Readable;
+  /**
+   * The piece size and the sha256 of every piece the download has verified so
+   * far (the body hands out verified pieces only). With them a caller whose
+   * stream broke off can check, against another copy of the blob, the bytes
+   * it already passed on. Absent when the source has no pieces.
+   */
+  pieces?: () => { pieceSize: number; sha256: ReadonlyMap<number, string> };
 }
 
 export interface BlobSource {

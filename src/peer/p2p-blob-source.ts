@@ -152,7 +152,12 @@ export class P2PBlobSource extends EventEmitter implements BlobSource {
     const start = range?.start ?? 0;
     const end = Math.min(range?.end ?? entry.length - 1, entry.length - 1);
     if (start > end && entry.length > 0) throw new DfError('DF_ERR_RANGE_NOT_SATISFIABLE', `range ${start}-${end} outside blob of ${entry.length} bytes`);
-    return { length: entry.length, body: Readable.from(this.read(entry, start, end)) };
+    const { download } = entry;
+    return {
+      length: entry.length,
+      body: Readable.from(this.read(entry, start, end)),
+      pieces: () => ({ pieceSize: download.pieceSize, sha256: download.digests }),
+    };
   }
 
   private begin(req: BlobRequest): BlobEntry {

@@ -157,18 +157,10 @@ test('the supernode dies while blobs stream: dfdaemon finishes them from the reg
   const direct = metricValue(m, 'dragonfly_dfdaemon_blob_bytes_total', { via: 'direct' });
   const total = image.layerSizes.reduce((a, b) => a + b, 0);
   assert.ok(direct > 0 && p2p + direct >= total, `p2p ${p2p} and direct ${direct} bytes for ${total} bytes of layers`);
-  // What the client did not have yet was asked for with a range to the end of its layer.
-  let rests = 0;
-  image.layers.forEach((layer, i) => {
-    for (const q of counted.requestsFor(blobPathRe(layer), 'GET').filter((x) => x.range !== undefined)) {
-      const m = /^bytes=(\d+)-(\d+)$/.exec(q.range ?? '');
-      assert.ok(m && Number(m[2]) === image.layerSizes[i] - 1, `layer ${i}: ${q.range}`);
-      assert.equal(q.status, 206);
-      assert.equal(q.bytes, image.layerSizes[i] - Number(m[1]));
-      rests++;
-    }
-  });
-  assert.ok(rests > 0, 'no layer was finished from the registry with a range request');
+  // A blob that broke off is fetched again whole, once, to be checked: the
+  // registry sent no layer more than twice (the supernode's copy and that).
+  const sent = image.layers.map((l) => counted.bytesFor(blobPathRe(l)));
+  assert.ok(sent.every((n, i) => n <= 2 * image.layerSizes[i]), `registry bytes per layer: ${sent.join(', ')}`);
 });
 
 test('a blob whose bytes do not match its digest fails the pull; after the fault a pull succeeds', async (t) => {
