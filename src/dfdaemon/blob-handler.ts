@@ -20,7 +20,7 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream/promises';
-import type { Readable, Transform } from 'node:stream';
+import { pipeline as pipelineCb, type Readable, type Transform } from 'node:stream';
 import { VERSION } from '../common/constants';
 import { DfError, toDfError } from '../common/errors';
 import type { DfdaemonMetrics } from '../common/metrics';
@@ -70,20 +70,19 @@ function blobHeaders(digest: string): Record<string, string> {
   };
 }
 
-/** A chunk of a blob and the way it came, for the byte counts by path. */
-interface Part { chunk: Buffer; via: 'p2p' | 'direct' }
-
 /**
  * Writes what `onChunk` makes of each chunk of `body` to the response as the
  * client takes it, without ending the response; `pace` is awaited before
- * each chunk. Rejects when the body fails or `onChunk` throws (the response
- * is left open), or when the client goes away (`signal`).
+ * each chunk. Rejects when the body fails, is not exactly `bytes` long
+ * (ExactLength) or `onChunk` throws (the response is left open), or when the
+ * client goes away (`signal`).
  */
 async function forward(
-  body: Readable, res: ServerResponse, signal: AbortSignal,
+  body: Readable, bytes: number, res: ServerResponse, signal: AbortSignal,
   onChunk: (chunk: Buffer) => Buffer | undefined, pace?: (bytes: number) => Promise<void>,
 ): Promise<void> {
-  for await (const chunk of body as AsyncIterable<Buffer>) {
+  const exact = pipelineCb(body, new ExactLength(bytes), () => undefined);
+  for await (const chunk of exact as AsyncIterable<Buffer>) {
     if (pace) await pace(chunk.length);
     const out = onChunk(chunk);
     if (out && out.length > 0 && !res.write(out)) await once(res, 'drain', { signal });
@@ -191,12 +190,10 @@ export class BlobHandler {
     ctx.res.writeHead(status, headersOut);
     let taken = 0;
     try {
-      await forward(opened.body, ctx.res, ctx.signal, (chunk) => {
-        if (taken + chunk.length > length) throw new DfError('DF_ERR_P2P_FAILED', `blob body longer than the ${length} bytes announced`);
+      await forward(opened.body, length, ctx.res, ctx.signal, (chunk) => {
         taken += chunk.length;
-        return this.counted({ chunk, via: 'p2p' });
+        return this.counted(chunk, 'p2p');
       });
-      if (taken !== length) throw new DfError('DF_ERR_P2P_FAILED', `P2P blob body ended after ${taken} of ${length} bytes`);
     } catch (e) {
       if (ctx.signal.aborted || ctx.res.destroyed) {
         ctx.res.destroy();
@@ -207,7 +204,7 @@ export class BlobHandler {
         'P2P blob stream failed part way; fetching the rest from the upstream');
       try {
         if (status === 200) await this.finishWhole(job, total, taken, opened.pieces?.());
-        else await this.finishRange(job, first + taken, first + length - 1);
+        else await this.finishRange(job, { from: first + taken, to: first + length - 1 });
         ctx.res.end();
       } catch (e2) {
         if (!ctx.signal.aborted) {
@@ -222,8 +219,13 @@ export class BlobHandler {
     return true;
   }
 
-  /** Asks the upstream for the blob (bytes from..to when given) and checks that it answers with exactly that. */
-  private async fetchUpstream(job: BlobJob, total: number, range?: { from: number; to: number }): Promise<Readable> {
+  /**
+   * Asks the upstream for the whole `total`-byte blob or for bytes from..to,
+   * and checks that it answers with exactly that.
+   */
+  private async fetchUpstream(job: BlobJob, want: { total: number } | { from: number; to: number }): Promise<Readable> {
+    const range = 'from' in want ? want : undefined;
+    const total = 'total' in want ? want.total : 0;
     const headers: Record<string, string> = { 'user-agent': DFDAEMON_USER_AGENT };
     if (range) headers.range = `bytes=${range.from}-${range.to}`;
     const up = await this.d.upstream.send({
@@ -247,16 +249,10 @@ export class BlobHandler {
    * upstream. Ranges are not checked against the digest, here as on the
    * direct path.
    */
-  private async finishRange(job: BlobJob, from: number, to: number): Promise<void> {
-    const want = to - from + 1;
-    const body = await this.fetchUpstream(job, 0, { from, to });
-    let seen = 0;
-    await forward(body, job.ctx.res, job.ctx.signal, (chunk) => {
-      if (seen + chunk.length > want) throw new DfError('DF_ERR_SOURCE_STATUS', `upstream sent more than the ${want} bytes asked for`);
-      seen += chunk.length;
-      return this.counted({ chunk, via: 'direct' });
-    }, (n) => this.d.limiter.take(n));
-    if (seen !== want) throw new DfError('DF_ERR_SOURCE_TRUNCATED', `upstream sent ${seen} of the ${want} bytes asked for`);
+  private async finishRange(job: BlobJob, range: { from: number; to: number }): Promise<void> {
+    const body = await this.fetchUpstream(job, range);
+    await forward(body, range.to - range.from + 1, job.ctx.res, job.ctx.signal,
+      (chunk) => this.counted(chunk, 'direct'), (n) => this.d.limiter.take(n));
   }
 
   /**
@@ -284,9 +280,8 @@ export class BlobHandler {
     let pieceEnd = Math.min(total, pieceSize);
     let pos = 0;
     let held: Buffer | undefined;
-    const body = await this.fetchUpstream(job, total);
-    await forward(body, job.ctx.res, job.ctx.signal, (chunk) => {
-      if (pos + chunk.length > total) throw new DfError('DF_ERR_SOURCE_STATUS', `upstream sent more than the ${total} bytes of the blob`);
+    const body = await this.fetchUpstream(job, { total });
+    await forward(body, total, job.ctx.res, job.ctx.signal, (chunk) => {
       whole.update(chunk);
       for (let at = 0; piece <= lastSent && at < chunk.length;) {
         const n = Math.min(chunk.length - at, pieceEnd - (pos + at));
@@ -306,20 +301,18 @@ export class BlobHandler {
       if (rest.length === 0) return undefined;
       const out = held;
       held = rest;
-      return this.counted(out && { chunk: out, via: 'direct' });
+      return this.counted(out, 'direct');
     }, (n) => this.d.limiter.take(n));
-    if (pos !== total) throw new DfError('DF_ERR_SOURCE_TRUNCATED', `upstream sent ${pos} of the ${total} bytes of the blob`);
     const actual = whole.digest('hex');
     if (actual !== digest.hex) throw new DfError('DF_ERR_DIGEST_MISMATCH', `blob digest mismatch: expected ${digest.digest}, got ${digest.algorithm}:${actual}`);
-    const last = this.counted(held && { chunk: held, via: 'direct' });
+    const last = this.counted(held, 'direct');
     if (last) job.ctx.res.write(last);
   }
 
-  /** A part of the blob about to go to the client, counted by the way it came. */
-  private counted(part: Part | undefined): Buffer | undefined {
-    if (!part) return undefined;
-    this.d.metrics.blobBytes.inc({ via: part.via }, part.chunk.length);
-    return part.chunk;
+  /** A chunk of the blob about to go to the client, counted by the way it came. */
+  private counted(chunk: Buffer | undefined, via: 'p2p' | 'direct'): Buffer | undefined {
+    if (chunk) this.d.metrics.blobBytes.inc({ via }, chunk.length);
+    return chunk;
   }
 
   private onP2PRejected(job: BlobJob, err: DfError): boolean {

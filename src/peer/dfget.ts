@@ -86,7 +86,7 @@ async function linkVerified(opts: DfgetOptions, src: string, dst: string): Promi
 
 /** Moves (or copies, across file systems) a failed download's data file to tmp; undefined when that fails. */
 async function keepHeld(d: P2PDownload, dataPath: string, tmp: string): Promise<BackSource.HeldPieces | undefined> {
-  const pieces = { contentLength: d.contentLength, pieceSize: d.pieceSize, held: new Set(d.held) };
+  const pieces = { contentLength: d.contentLength, pieceSize: d.pieceSize, held: new Set(d.held.keys()) };
   try {
     await fsp.rename(dataPath, tmp);
     return pieces;

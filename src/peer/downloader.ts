@@ -61,9 +61,8 @@ export class P2PDownload extends EventEmitter {
   contentLength = -1;
   pieceSize = 0;
   pieceCount = -1;
-  readonly held = new Set<number>();
-  /** sha256 of each held piece, as verified. */
-  readonly digests = new Map<number, string>();
+  /** The pieces held (verified and written), each with the sha256 it was verified with. */
+  readonly held = new Map<number, string>();
   private call?: PiecesCall;
   private client?: SupernodeClient;
   private readonly clients: SupernodeClients;
@@ -222,8 +221,7 @@ export class P2PDownload extends EventEmitter {
     this.fetchInto(a).then(
       (length) => {
         if (this.finished) return;
-        this.held.add(piece.number);
-        this.digests.set(piece.number, piece.sha256);
+        this.held.set(piece.number, piece.sha256);
         if (a.holderId === SUPERNODE_HOLDER_ID) this.fromSupernode += length; else this.fromPeers += length;
         this.report(piece.number, a.holderId, true, '', started);
         log.debug({ piece: piece.number, holder: a.holderId, ms: Date.now() - started }, 'piece done');

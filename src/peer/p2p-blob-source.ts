@@ -156,7 +156,7 @@ export class P2PBlobSource extends EventEmitter implements BlobSource {
     return {
       length: entry.length,
       body: Readable.from(this.read(entry, start, end)),
-      pieces: () => ({ pieceSize: download.pieceSize, sha256: download.digests }),
+      pieces: () => ({ pieceSize: download.pieceSize, sha256: download.held }),
     };
   }
 
