@@ -1,6 +1,7 @@
 /** Sends a byte range of a file over HTTP, under an optional upload limit. */
 import * as fs from 'node:fs';
 import type { ServerResponse } from 'node:http';
+import type { Writable } from 'node:stream';
 import { pieceBuffers } from './buffer-pool';
 import type { RateLimiter } from './ratelimit';
 
@@ -23,7 +24,7 @@ const WRITES_AHEAD = 2;
  */
 export async function sendFileRange(
   res: ServerResponse, filePath: string, start: number, end: number, totalLength: number | '*',
-  opts: { limiter?: RateLimiter; onBytes?: (n: number) => void } = {},
+  opts: PumpOptions = {},
 ): Promise<void> {
   const fd = fs.openSync(filePath, 'r');
   try {
@@ -33,18 +34,32 @@ export async function sendFileRange(
       'Content-Range': `bytes ${start}-${end}/${totalLength}`,
     });
     if (res.req?.method === 'HEAD') { res.end(); return; }
-    await pump(res, fd, start, end, opts);
+    await pumpFileRange(res, fd, start, end, opts);
+    res.end();
   } finally {
     fs.closeSync(fd);
   }
 }
 
-async function pump(
-  res: ServerResponse, fd: number, start: number, end: number,
-  opts: { limiter?: RateLimiter; onBytes?: (n: number) => void },
+export interface PumpOptions {
+  limiter?: RateLimiter;
+  onBytes?: (n: number) => void;
+  /** Written just before the first bytes of the file, in the same write (a response head). */
+  prefix?: string;
+}
+
+/**
+ * Writes bytes start..end (inclusive) of the open file fd to `out`, paced by
+ * the limiter, and resolves once the last write was taken; it does not end
+ * `out`. Rejects, with `out` destroyed, when the file ends early, reading
+ * fails or `out` closes.
+ */
+export async function pumpFileRange(
+  out: Writable, fd: number, start: number, end: number, opts: PumpOptions,
 ): Promise<void> {
   const limiter = opts.limiter && !opts.limiter.unlimited ? opts.limiter : undefined;
   const chunkBytes = limiter ? Math.max(1, Math.min(CHUNK_BYTES, limiter.burst)) : CHUNK_BYTES;
+  let prefix = opts.prefix;
   let pending = 0;
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
@@ -52,7 +67,7 @@ async function pump(
     failure ??= new Error('the client closed the connection');
     wake?.();
   };
-  res.once('close', onClose);
+  out.once('close', onClose);
   // Resolves once fewer than `max` writes are outstanding, or the response failed.
   const room = (max: number) => new Promise<void>((resolve) => {
     if (pending < max || failure) resolve();
@@ -69,7 +84,14 @@ async function pump(
       pos += n;
       opts.onBytes?.(n);
       pending++;
-      res.write(buf.subarray(0, n), (err) => {
+      const head = prefix;
+      prefix = undefined;
+      if (head !== undefined) {
+        // One writev for the head and the first bytes, not a packet of its own.
+        out.cork();
+        out.write(head, 'latin1');
+      }
+      out.write(buf.subarray(0, n), (err) => {
         pending--;
         // A buffer whose write failed may still be referenced by the socket: let it go.
         if (err) failure ??= err; else pieceBuffers.give(buf);
@@ -77,16 +99,16 @@ async function pump(
         wake = undefined;
         w?.();
       });
+      if (head !== undefined) out.uncork();
       await room(WRITES_AHEAD);
     }
     await room(1);
     if (failure) throw failure;
-    res.end();
   } catch (err) {
-    res.destroy();
+    out.destroy();
     throw err;
   } finally {
-    res.off('close', onClose);
+    out.off('close', onClose);
   }
 }
 

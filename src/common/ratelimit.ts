@@ -51,15 +51,18 @@ export class RateLimiter {
 }
 
 /**
- * An uplink limiter's burst: 20 ms of its rate, kept between 64 and 128 KiB,
- * or 10 ms of its rate when that is more (fast links). Each burst costs a
- * timer and a pass through the write path: at 50 Mbit/s a piece server used
- * less CPU in 128 KiB bursts than in 64 KiB ones (bench/README.md). A slow
- * link keeps 64 KiB, so its queue is no longer than before.
+ * An uplink limiter's burst: 50 ms of its rate, kept between 64 KiB and
+ * 256 KiB (a piece server's read buffer), or 10 ms of its rate when that is
+ * more (fast links). Each burst costs a timer and a write through the
+ * network stack, and the cost per burst is large: at 50 Mbit/s a piece server
+ * serving 64 MiB made the machine spend about 170 ms more CPU in 120 KB
+ * bursts than in 256 KiB ones, and 64 KiB cost more still (bench/README.md).
+ * At 50 Mbit/s a 256 KiB burst is 43 ms of the link, well inside the queue a
+ * link holds; a slow link keeps 64 KiB, so its queue stays short.
  */
 function uplinkBurstBytes(bytesPerSec: number): number {
-  const twentyMs = Math.min(128 * 1024, Math.max(64 * 1024, Math.round(bytesPerSec / 50)));
-  return Math.max(twentyMs, Math.round(bytesPerSec / 100));
+  const fiftyMs = Math.min(256 * 1024, Math.max(64 * 1024, Math.round(bytesPerSec / 20)));
+  return Math.max(fiftyMs, Math.round(bytesPerSec / 100));
 }
 
 /**

@@ -11,10 +11,14 @@ import { statSync, type Stats } from 'node:fs';
 import type { Logger } from '../common/logger';
 import { parseRange } from '../common/range';
 import { sendFileRange, sendText } from '../common/file-server';
+import { RangeFront, type RangeTarget } from '../common/range-front';
 import type { RateLimiter } from '../common/ratelimit';
 
 const PIECE_PATH = /^\/pieces\/([a-f0-9]{64})$/;
 const PEER_ID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
+/** A piece request's target as our piece client sends it, for the front (anything else goes to the HTTP handler). */
+const FAST_TARGET = /^\/pieces\/([a-f0-9]{64})\?peer=([A-Za-z0-9._%-]{1,384})$/;
+const KEEP_ALIVE_MS = 30_000;
 
 /** Where a peer keeps the bytes of a task it downloads and serves. */
 export function dataFilePath(dataDir: string, taskId: string, peerId: string): string {
@@ -34,15 +38,19 @@ export interface UploaderOptions {
 }
 
 export class PieceUploader {
-  private server?: http.Server;
+  private front?: RangeFront;
   port = 0;
   uploadedBytes = 0;
   private active = 0;
 
   constructor(private readonly opts: UploaderOptions) {}
 
-  get activeUploads(): number { return this.active; }
+  get activeUploads(): number { return this.active + (this.front?.active ?? 0); }
 
+  /**
+   * Listens on port (0: any). Piece requests are answered by a RangeFront;
+   * the HTTP server behind it (never listening itself) takes the rest.
+   */
   async start(port = 0, host = '0.0.0.0'): Promise<number> {
     await fs.mkdir(this.opts.dataDir, { recursive: true });
     const server = http.createServer((req, res) => {
@@ -54,16 +62,41 @@ export class PieceUploader {
         if (!res.headersSent) sendText(res, 500, 'internal error'); else res.destroy();
       });
     });
-    server.keepAliveTimeout = 30_000;
-    this.server = server;
-    this.port = await new Promise<number>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(port, host, () => {
-        const a = server.address();
-        resolve(typeof a === 'object' && a ? a.port : 0);
-      });
+    server.keepAliveTimeout = KEEP_ALIVE_MS;
+    const front = new RangeFront(server, {
+      resolve: (target) => this.resolve(target),
+      limiter: this.opts.limiter,
+      onBytes: (n) => { this.uploadedBytes += n; },
+      onActivity: this.opts.onActivity,
+      idleTimeoutMs: KEEP_ALIVE_MS,
+      logger: this.opts.logger,
     });
+    this.front = front;
+    this.port = await front.listen(port, host);
     return this.port;
+  }
+
+  /** The data file a piece request names, when it is here. */
+  private resolve(target: string): RangeTarget | undefined {
+    const m = FAST_TARGET.exec(target);
+    if (!m) return undefined;
+    let peerId: string;
+    try {
+      peerId = decodeURIComponent(m[2]);
+    } catch {
+      return undefined;
+    }
+    if (!PEER_ID_RE.test(peerId)) return undefined;
+    const filePath = dataFilePath(this.opts.dataDir, m[1], peerId);
+    let size: number;
+    try {
+      // Synchronous: a stat of a local file takes microseconds (see sendFileRange).
+      size = statSync(filePath).size;
+    } catch {
+      return undefined;
+    }
+    this.opts.onServe?.(m[1], peerId);
+    return { filePath, available: size, total: size };
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -93,10 +126,9 @@ export class PieceUploader {
   }
 
   async close(): Promise<void> {
-    const s = this.server;
-    if (!s) return;
-    this.server = undefined;
-    s.closeAllConnections();
-    await new Promise<void>((r) => s.close(() => r()));
+    const f = this.front;
+    if (!f) return;
+    this.front = undefined;
+    await f.close();
   }
 }

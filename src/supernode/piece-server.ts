@@ -1,6 +1,7 @@
 /**
  * The supernode's download port: piece bytes by HTTP range for peers
- * (GET /pieces/<taskId>), plus /metrics and /healthz.
+ * (GET /pieces/<taskId>), plus /metrics and /healthz. A RangeFront answers
+ * the piece requests; the HTTP server here answers the rest and every error.
  */
 import * as http from 'node:http';
 import type { Logger } from '../common/logger';
@@ -8,14 +9,17 @@ import type { Registry, SupernodeMetrics } from '../common/metrics';
 import type { RateLimiter } from '../common/ratelimit';
 import { parseRange } from '../common/range';
 import { sendFileRange, sendText } from '../common/file-server';
+import { RangeFront } from '../common/range-front';
 import type { Task } from './task';
 
 const PIECE_PATH = /^\/pieces\/([a-f0-9]{64})$/;
 
-/** `limiter` caps all piece uploads together (the supernode's --upload-rate). */
+const KEEP_ALIVE_MS = 30_000;
+
+/** `limiter` caps all piece uploads together (the supernode's --upload-rate). Listen with the front's listen(). */
 export function createPieceServer(
   lookup: (taskId: string) => Task | undefined, register: Registry, metrics: SupernodeMetrics, log: Logger, limiter?: RateLimiter,
-): http.Server {
+): RangeFront {
   const server = http.createServer((req, res) => {
     handle(req, res).catch((err) => {
       log.debug({ err: String(err) }, 'piece upload ended early');
@@ -40,6 +44,17 @@ export function createPieceServer(
       onBytes: (n) => metrics.uploadBytes.inc(n), limiter,
     });
   }
-  server.keepAliveTimeout = 30_000;
-  return server;
+  server.keepAliveTimeout = KEEP_ALIVE_MS;
+  return new RangeFront(server, {
+    resolve: (target) => {
+      const m = PIECE_PATH.exec(target);
+      const task = m ? lookup(m[1]) : undefined;
+      if (!task || task.state === 'failed') return undefined;
+      return { filePath: task.filePath, available: task.availableBytes(), total: task.contentLength >= 0 ? task.contentLength : '*' };
+    },
+    limiter,
+    onBytes: (n) => metrics.uploadBytes.inc(n),
+    idleTimeoutMs: KEEP_ALIVE_MS,
+    logger: log,
+  });
 }

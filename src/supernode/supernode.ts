@@ -1,13 +1,13 @@
 /** The supernode: task manager + gRPC scheduling service + piece download port. */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import type * as http from 'node:http';
 import type * as grpc from '@grpc/grpc-js';
 import type { Dispatcher } from 'undici';
 import { DEFAULTS } from '../common/constants';
 import type { Logger } from '../common/logger';
 import { newRegistry, supernodeMetrics, type Registry, type SupernodeMetrics } from '../common/metrics';
 import { RateLimiter, uplinkLimiter } from '../common/ratelimit';
+import type { RangeFront } from '../common/range-front';
 import { joinHostPort } from '../common/net';
 import { sourceAgent } from '../common/http';
 import { LevelTaskStore, type TaskStore } from './store';
@@ -50,7 +50,7 @@ export class Supernode {
   private store?: TaskStore;
   private tasks?: TaskManager;
   private grpcServer?: grpc.Server;
-  private httpServer?: http.Server;
+  private pieceServer?: RangeFront;
   private dispatcher?: Dispatcher;
   private closing?: Promise<void>;
   private gcTimer?: NodeJS.Timeout;
@@ -68,14 +68,8 @@ export class Supernode {
     this.dispatcher = sourceAgent({ headersTimeoutMs: opts.sourceTimeoutMs, bodyTimeoutMs: opts.sourceTimeoutMs });
 
     // The download port is bound first: its address goes into every assignment.
-    this.httpServer = createPieceServer((id) => this.tasks?.get(id), this.register, this.metrics, opts.logger, uplinkLimiter(opts.uploadRateBytesPerSec ?? 0));
-    this.downloadPort = await new Promise<number>((res, rej) => {
-      this.httpServer!.once('error', rej);
-      this.httpServer!.listen(opts.downloadPort ?? DEFAULTS.supernodeDownloadPort, listenHost, () => {
-        const a = this.httpServer!.address();
-        res(typeof a === 'object' && a ? a.port : 0);
-      });
-    });
+    this.pieceServer = createPieceServer((id) => this.tasks?.get(id), this.register, this.metrics, opts.logger, uplinkLimiter(opts.uploadRateBytesPerSec ?? 0));
+    this.downloadPort = await this.pieceServer.listen(opts.downloadPort ?? DEFAULTS.supernodeDownloadPort, listenHost);
 
     const bw = opts.maxBandwidthBytesPerSec ?? DEFAULTS.supernodeMaxBandwidthBytesPerSec;
     this.tasks = new TaskManager({
@@ -125,11 +119,7 @@ export class Supernode {
           s.tryShutdown(() => { clearTimeout(t); res(); });
         });
       }
-      if (this.httpServer) {
-        const h = this.httpServer;
-        h.closeAllConnections();
-        await new Promise<void>((res) => h.close(() => res()));
-      }
+      await this.pieceServer?.close();
       await this.dispatcher?.close().catch(() => undefined);
       await this.store?.close();
     })();

@@ -113,15 +113,17 @@ test('rate limiter paces by a clock and keeps the burst small', () => {
   assert.ok(new RateLimiter(0).unlimited);
 });
 
-test('an uplink limiter lets out 20 ms of its rate at once within 64-128 KiB, or 10 ms when more; none for 0', () => {
+test('an uplink limiter lets out 50 ms of its rate at once within 64-256 KiB, or 10 ms when more; none for 0', () => {
   assert.equal(uplinkLimiter(0), undefined);
   assert.equal(uplinkLimiter(-1), undefined);
-  // 10 Mbit/s: 20 ms is 25 KB, so the floor.
+  // 10 Mbit/s: 50 ms is 62.5 KB, so the floor.
   assert.equal(uplinkLimiter(1_250_000)?.burst, 64 * 1024);
-  // 50 Mbit/s less 2 %: 20 ms.
-  assert.equal(uplinkLimiter(6_125_000)?.burst, 122_500);
-  // 100 Mbit/s: 20 ms is 250 KB, capped at 128 KiB, which is more than 10 ms.
-  assert.equal(uplinkLimiter(12_500_000)?.burst, 128 * 1024);
+  // 20 Mbit/s: 50 ms.
+  assert.equal(uplinkLimiter(2_500_000)?.burst, 125_000);
+  // 50 Mbit/s less 2 %: 50 ms is 306 KB, capped at 256 KiB.
+  assert.equal(uplinkLimiter(6_125_000)?.burst, 256 * 1024);
+  // 100 Mbit/s: capped at 256 KiB, which is more than 10 ms.
+  assert.equal(uplinkLimiter(12_500_000)?.burst, 256 * 1024);
   assert.equal(uplinkLimiter(100 * 1024 * 1024)?.burst, Math.round(100 * 1024 * 1024 / 100));
   assert.equal(uplinkLimiter(6_125_000)?.bytesPerSec, 6_125_000);
 });
