@@ -104,6 +104,11 @@ export class RangeFront {
   private responding = 0;
 
   constructor(private readonly httpServer: http.Server, readonly opts: RangeFrontOptions) {
+    // The HTTP server never listens itself. Its 'listening' event is what
+    // starts its checks of the connections it holds (headersTimeout,
+    // requestTimeout): without them a client that sends half a head and then
+    // nothing would keep its connection for good.
+    httpServer.emit('listening');
     this.server = net.createServer({ noDelay: true }, (socket) => {
       this.sockets.add(socket);
       socket.once('close', () => this.sockets.delete(socket));
@@ -129,6 +134,8 @@ export class RangeFront {
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     this.httpServer.closeAllConnections();
+    // Stops its connection checks (it was not listening: the error that says so is expected).
+    this.httpServer.close(() => undefined);
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
@@ -154,8 +161,11 @@ export class RangeFront {
 class Connection {
   /** Bytes read and not yet taken as a request. */
   private unread: Buffer | undefined;
+  /** When the first byte of the head in `unread` arrived. */
+  private headSince = 0;
   private busy = false;
   private readonly onData = (d: Buffer) => {
+    if (!this.unread) this.headSince = performance.now();
     this.unread = this.unread ? Buffer.concat([this.unread, d]) : d;
     if (!this.busy) this.next();
     else if (this.unread.length > MAX_HEAD_BYTES) this.socket.pause();
@@ -179,6 +189,9 @@ class Connection {
     const end = buf.indexOf('\r\n\r\n');
     if (end < 0) {
       if (buf.length > MAX_HEAD_BYTES) this.handOff();
+      // A head trickling in for longer than a whole idle spell: a client that
+      // only holds the connection (silence alone ends at the idle timeout).
+      else if (performance.now() - this.headSince > this.front.opts.idleTimeoutMs) this.socket.destroy();
       return;
     }
     const head = end <= MAX_HEAD_BYTES ? parseRangeHead(buf.toString('latin1', 0, end)) : undefined;
@@ -223,6 +236,8 @@ class Connection {
       return;
     }
     if (this.socket.isPaused()) this.socket.resume();
+    // A head that came in during the response is timed from now.
+    this.headSince = performance.now();
     this.next();
   }
 

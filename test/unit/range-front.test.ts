@@ -7,10 +7,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as http from 'node:http';
 import * as net from 'node:net';
+import * as path from 'node:path';
 import { randomBytes, createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { parseRangeHead } from '../../src/common/range-front';
+import { RangeFront, parseRangeHead } from '../../src/common/range-front';
 import { createLogger } from '../../src/common/logger';
 import { RateLimiter } from '../../src/common/ratelimit';
 import { PieceClient } from '../../src/peer/piece-client';
@@ -196,4 +198,43 @@ test('a head longer than the front takes goes to the HTTP server, which refuses 
   // Node's HTTP server takes heads up to 16 KiB by default.
   assert.match(raw, /^HTTP\/1\.1 431 /);
   assert.equal(u.uploadedBytes, 0);
+});
+
+test('connections that only hold a socket are closed: silence, a head that trickles in, and half a head left to the HTTP server', async (t) => {
+  const dataDir = tempDirSync('df-front-');
+  fs.writeFileSync(path.join(dataDir, 'f'), 'abc');
+  const httpServer = http.createServer({ connectionsCheckingInterval: 50 }, (_req, res) => res.end('ok'));
+  httpServer.headersTimeout = 400;
+  httpServer.requestTimeout = 400;
+  const front = new RangeFront(httpServer, {
+    resolve: (target) => (target === '/f' ? { filePath: path.join(dataDir, 'f'), available: 3, total: 3 } : undefined),
+    idleTimeoutMs: 300, logger: createLogger('test', 'silent'),
+  });
+  const port = await front.listen(0, '127.0.0.1');
+  t.after(() => front.close());
+  const closed = async (s: net.Socket) => {
+    let got = '';
+    s.on('data', (d: Buffer) => { got += d.toString('latin1'); });
+    await once(s, 'close');
+    return got;
+  };
+  // Silent: closed by the idle timeout, nothing sent.
+  const silent = net.connect(port, '127.0.0.1');
+  assert.equal(await closed(silent), '');
+  // A byte every 100 ms never makes the connection idle, but its head takes too long.
+  const trickle = net.connect(port, '127.0.0.1');
+  const timer = setInterval(() => trickle.write('X'), 100);
+  t.after(() => clearInterval(timer));
+  const started = performance.now();
+  assert.equal(await closed(trickle), '');
+  clearInterval(timer);
+  assert.ok(performance.now() - started >= 300, 'closed before its head was late');
+  // On a connection handed to the HTTP server (a request for another path),
+  // half of a second head: the HTTP server's headersTimeout answers 408.
+  const half = net.connect(port, '127.0.0.1');
+  half.write('GET /other HTTP/1.1\r\nHost: x\r\n\r\nGET /other HTTP/1.1\r\nHost: x\r\n');
+  const got = await closed(half);
+  assert.match(got, /^HTTP\/1\.1 200 [^]*\r\n\r\nokHTTP\/1\.1 408 /);
+  // And a whole request still works.
+  assert.deepEqual(responses(await exchange(port, get('/f', 'Range: bytes=1-2\r\n'))).map((x) => [x.status, x.body]), [[206, 'bc']]);
 });
