@@ -55,7 +55,7 @@ export class RateLimiter {
  * 256 KiB (a piece server's read buffer), or 10 ms of its rate when that is
  * more (fast links). Each burst costs a timer and a write through the
  * network stack, and the cost per burst is large: at 50 Mbit/s a piece server
- * serving 64 MiB made the machine spend about 170 ms more CPU in 120 KB
+ * serving 64 MiB made the machine spend 190-370 ms more CPU in 122,500-byte
  * bursts than in 256 KiB ones, and 64 KiB cost more still (bench/README.md).
  * At 50 Mbit/s a 256 KiB burst is 43 ms of the link, well inside the queue a
  * link holds; a slow link keeps 64 KiB, so its queue stays short.
