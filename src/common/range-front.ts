@@ -32,6 +32,17 @@ export interface RangeTarget {
   total: number | '*';
 }
 
+/**
+ * The range a Range header asks of a target: undefined for no header,
+ * 'invalid' when malformed or multi-range, 'unsatisfiable' when outside the
+ * file or past its available bytes. The front and the HTTP handlers behind it
+ * judge a request by this one rule.
+ */
+export function targetRange(header: string | undefined, target: RangeTarget): ByteRange | undefined | 'invalid' | 'unsatisfiable' {
+  const range = parseRange(header, target.total === '*' ? Number.MAX_SAFE_INTEGER : target.total);
+  return typeof range === 'object' && range.end >= target.available ? 'unsatisfiable' : range;
+}
+
 export interface RangeFrontOptions {
   /**
    * The file a GET request target (path and query, as sent) names, or
@@ -197,8 +208,8 @@ class Connection {
     }
     const head = end <= MAX_HEAD_BYTES ? parseRangeHead(buf.toString('latin1', 0, end)) : undefined;
     const target = head && this.front.opts.resolve(head.target);
-    const range = target && parseRange(head.range, target.total === '*' ? Number.MAX_SAFE_INTEGER : target.total);
-    if (!head || !target || typeof range !== 'object' || range.end >= target.available) {
+    const range = target && targetRange(head.range, target);
+    if (!head || !target || typeof range !== 'object') {
       this.handOff();
       return;
     }

@@ -7,11 +7,10 @@
 import * as http from 'node:http';
 import * as path from 'node:path';
 import * as fs from 'node:fs/promises';
-import { statSync, type Stats } from 'node:fs';
+import { statSync } from 'node:fs';
 import type { Logger } from '../common/logger';
-import { parseRange } from '../common/range';
 import { sendFileRange, sendText } from '../common/file-server';
-import { RangeFront, type RangeTarget } from '../common/range-front';
+import { RangeFront, targetRange, type RangeTarget } from '../common/range-front';
 import type { RateLimiter } from '../common/ratelimit';
 
 const PIECE_PATH = /^\/pieces\/([a-f0-9]{64})$/;
@@ -76,7 +75,7 @@ export class PieceUploader {
     return this.port;
   }
 
-  /** The data file a piece request names, when it is here. */
+  /** The data file a piece request names, when it is here (for the front). */
   private resolve(target: string): RangeTarget | undefined {
     const m = FAST_TARGET.exec(target);
     if (!m) return undefined;
@@ -86,8 +85,12 @@ export class PieceUploader {
     } catch {
       return undefined;
     }
-    if (!PEER_ID_RE.test(peerId)) return undefined;
-    const filePath = dataFilePath(this.opts.dataDir, m[1], peerId);
+    return PEER_ID_RE.test(peerId) ? this.held(m[1], peerId) : undefined;
+  }
+
+  /** The data file of a task this uploader holds for peerId, or undefined. */
+  private held(taskId: string, peerId: string): RangeTarget | undefined {
+    const filePath = dataFilePath(this.opts.dataDir, taskId, peerId);
     let size: number;
     try {
       // Synchronous: a stat of a local file takes microseconds (see sendFileRange).
@@ -95,7 +98,7 @@ export class PieceUploader {
     } catch {
       return undefined;
     }
-    this.opts.onServe?.(m[1], peerId);
+    this.opts.onServe?.(taskId, peerId);
     return { filePath, available: size, total: size };
   }
 
@@ -107,19 +110,12 @@ export class PieceUploader {
     const m = PIECE_PATH.exec(url.pathname);
     const peerId = url.searchParams.get('peer') ?? '';
     if (!m || !PEER_ID_RE.test(peerId)) return sendText(res, 404, 'not found');
-    const file = dataFilePath(this.opts.dataDir, m[1], peerId);
-    // Synchronous: a stat of a local file takes microseconds (see sendFileRange).
-    let st: Stats;
-    try {
-      st = statSync(file);
-    } catch {
-      return sendText(res, 404, 'task not held here');
-    }
-    this.opts.onServe?.(m[1], peerId);
-    const range = parseRange(req.headers.range, st.size);
+    const target = this.held(m[1], peerId);
+    if (!target) return sendText(res, 404, 'task not held here');
+    const range = targetRange(req.headers.range, target);
     if (range === undefined || range === 'invalid') return sendText(res, 400, 'a single byte range is required');
     if (range === 'unsatisfiable') return sendText(res, 416, 'range not available');
-    await sendFileRange(res, file, range.start, range.end, st.size, {
+    await sendFileRange(res, target.filePath, range.start, range.end, target.total, {
       limiter: this.opts.limiter,
       onBytes: (n) => { this.uploadedBytes += n; },
     });

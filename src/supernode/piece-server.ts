@@ -7,9 +7,8 @@ import * as http from 'node:http';
 import type { Logger } from '../common/logger';
 import type { Registry, SupernodeMetrics } from '../common/metrics';
 import type { RateLimiter } from '../common/ratelimit';
-import { parseRange } from '../common/range';
 import { sendFileRange, sendText } from '../common/file-server';
-import { RangeFront } from '../common/range-front';
+import { RangeFront, targetRange, type RangeTarget } from '../common/range-front';
 import type { Task } from './task';
 
 const PIECE_PATH = /^\/pieces\/([a-f0-9]{64})$/;
@@ -34,23 +33,26 @@ export function createPieceServer(
     if (url.pathname === '/metrics') return sendText(res, 200, await register.metrics(), register.contentType);
     const m = PIECE_PATH.exec(url.pathname);
     if (!m) return sendText(res, 404, 'not found');
-    const task = lookup(m[1]);
-    if (!task || task.state === 'failed') return sendText(res, 404, 'task not found');
-    const available = task.availableBytes();
-    const range = parseRange(req.headers.range, task.contentLength >= 0 ? task.contentLength : Number.MAX_SAFE_INTEGER);
+    const target = taskTarget(m[1]);
+    if (!target) return sendText(res, 404, 'task not found');
+    const range = targetRange(req.headers.range, target);
     if (range === undefined || range === 'invalid') return sendText(res, 400, 'a single byte range is required');
-    if (range === 'unsatisfiable' || range.end >= available) return sendText(res, 416, 'range not available');
-    await sendFileRange(res, task.filePath, range.start, range.end, task.contentLength >= 0 ? task.contentLength : '*', {
+    if (range === 'unsatisfiable') return sendText(res, 416, 'range not available');
+    await sendFileRange(res, target.filePath, range.start, range.end, target.total, {
       onBytes: (n) => metrics.uploadBytes.inc(n), limiter,
     });
+  }
+  /** A task's file as far as it may be served, or undefined when there is none (unknown or failed). */
+  function taskTarget(taskId: string): RangeTarget | undefined {
+    const task = lookup(taskId);
+    if (!task || task.state === 'failed') return undefined;
+    return { filePath: task.filePath, available: task.availableBytes(), total: task.contentLength >= 0 ? task.contentLength : '*' };
   }
   server.keepAliveTimeout = KEEP_ALIVE_MS;
   return new RangeFront(server, {
     resolve: (target) => {
       const m = PIECE_PATH.exec(target);
-      const task = m ? lookup(m[1]) : undefined;
-      if (!task || task.state === 'failed') return undefined;
-      return { filePath: task.filePath, available: task.availableBytes(), total: task.contentLength >= 0 ? task.contentLength : '*' };
+      return m ? taskTarget(m[1]) : undefined;
     },
     limiter,
     onBytes: (n) => metrics.uploadBytes.inc(n),
