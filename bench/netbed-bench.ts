@@ -48,6 +48,7 @@ function parseArgs(argv: string[]) {
     .option('netbed-id', { type: 'number', default: 7, describe: 'NETBED_ID of the testbed (0..99); only its own hosts are touched' })
     .option('static-neighbours', { type: 'boolean', default: true, describe: 'Permanent ARP entries on every host, so no connect() fails at address resolution over a saturated link (--no-static-neighbours: resolve as usual)' })
     .option('upload-headroom', { type: 'number', default: 2, describe: 'Percent below the link rate at which the supernode, every dfget and every dfdaemon cap their piece uploads (--upload-rate), so that a full uplink does not hold up the acknowledgements of what the host downloads; 0 = no cap' })
+    .option('service-nice', { type: 'number', default: -10, describe: 'Nice value of the origin server, the registry and the supernode (-20..19). They stand for machines of their own, and should not wait behind the N hosts\' programs for the shared cores; 0 = the same as every other program' })
     .option('timeout', { type: 'number', describe: 'Seconds before a scenario\'s hosts are killed (default: 3 x N x F / Us + 30)' })
     .strict()
     .version(false)
@@ -140,6 +141,8 @@ async function main(): Promise<void> {
   if (sizeBytes < 4096) fail('--size must be at least 4K');
   const headroom = a['upload-headroom'];
   if (!Number.isFinite(headroom) || headroom < 0 || headroom >= 100) fail('--upload-headroom must be a percentage, 0 to below 100');
+  const serviceNice = a['service-nice'];
+  if (!Number.isInteger(serviceNice) || serviceNice < -20 || serviceNice > 19) fail('--service-nice must be an integer, -20 to 19');
   const uploadRateBytesPerSec = headroom > 0 ? Math.floor((rateBits / 8) * (1 - headroom / 100)) : 0;
   const scenarios = (a.scenarios ?? (a.sweep ? 'direct,p2p' : SCENARIOS.join(',')))
     .split(',').map((s) => s.trim()).filter(Boolean) as ScenarioName[];
@@ -199,6 +202,7 @@ async function main(): Promise<void> {
       peers: peersList, rate: a.rate, rateBitsPerSec: rateBits, sizeBytes, scenarios, netbedId: id, sweep: a.sweep,
       staticNeighbours: a['static-neighbours'],
       uploadHeadroomPct: headroom,
+      serviceNice,
     },
     results: [],
     allVerified: false,
@@ -219,7 +223,7 @@ async function main(): Promise<void> {
   const originDir = join(workDir, 'origin');
   await mkdir(originDir, { recursive: true });
   const file = await makeRandomFile(originDir, 'file.bin', sizeBytes);
-  const origin = await startOriginServer({ nb, distDir: DIST, workDir }, file.path, 'file.bin');
+  const origin = await startOriginServer({ nb, distDir: DIST, workDir, serviceNice }, file.path, 'file.bin');
   const procstatDir = join(workDir, 'procstat');
   await mkdir(procstatDir, { recursive: true });
   const ctx: BenchContext = {
@@ -231,6 +235,7 @@ async function main(): Promise<void> {
     rate: a.rate,
     rateBitsPerSec: rateBits,
     uploadRateBytesPerSec,
+    serviceNice,
     peerHosts,
     file: { path: file.path, name: 'file.bin', bytes: sizeBytes, sha256: file.sha256, url: origin.url },
     originStatsUrl: origin.statsUrl,

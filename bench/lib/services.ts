@@ -59,13 +59,24 @@ function readyLine<T>(s: Spawned, what: string, logFile: string, timeoutMs: numb
   });
 }
 
+/**
+ * cmd and args under `nice`: the origin host's and the supernode host's
+ * programs stand for machines of their own, but share this machine's cores
+ * with every peer host's programs. With the N hosts' dfget and uploaders (2N
+ * programs) starting at once, an even share left the supernode a few percent
+ * of a core, and its source fetch stalled for most of a second.
+ */
+function niced(nice: number, cmd: string, args: string[]): [cmd: string, args: string[]] {
+  return nice !== 0 ? ['nice', ['-n', String(nice), cmd, ...args]] : [cmd, args];
+}
+
 export interface OriginServer { spawned: Spawned; url: string; statsUrl: string }
 
-export async function startOriginServer(ctx: Pick<BenchContext, 'nb' | 'distDir' | 'workDir'>, filePath: string, fileName: string): Promise<OriginServer> {
+export async function startOriginServer(ctx: Pick<BenchContext, 'nb' | 'distDir' | 'workDir' | 'serviceNice'>, filePath: string, fileName: string): Promise<OriginServer> {
   const logFile = join(ctx.workDir, 'origin-server.log');
-  const s = ctx.nb.exec(ORIGIN_HOST, process.execPath, [
+  const s = ctx.nb.exec(ORIGIN_HOST, ...niced(ctx.serviceNice, process.execPath, [
     join(ctx.distDir, 'bench', 'lib', 'origin-server.js'), '--file', filePath, '--port', String(ORIGIN_PORT), '--host', '0.0.0.0',
-  ], { logFile, pipeStdout: true });
+  ]), { logFile, pipeStdout: true });
   ctx.nb.procs.persist(s.child);
   await readyLine(s, 'origin server', logFile, 20_000);
   const ip = ctx.nb.ip(ORIGIN_HOST);
@@ -93,11 +104,11 @@ export interface SupernodeHandle {
 export async function startSupernode(ctx: BenchContext, dir: string): Promise<SupernodeHandle> {
   const ip = ctx.nb.ip(SN_HOST);
   const logFile = join(dir, 'supernode.log');
-  const s = ctx.nb.exec(SN_HOST, process.execPath, [
+  const s = ctx.nb.exec(SN_HOST, ...niced(ctx.serviceNice, process.execPath, [
     join(ctx.distDir, 'src', 'cli', 'supernode.js'),
     '--advertise-ip', ip, '--home-dir', join(dir, 'supernode-home'), '--max-bandwidth', '1G',
     ...uploadRateArgs(ctx),
-  ], { logFile, pipeStdout: true, env: measuredEnv(ctx) });
+  ]), { logFile, pipeStdout: true, env: measuredEnv(ctx) });
   const ready = await readyLine<{ port: number; downloadPort: number }>(s, 'supernode', logFile, 30_000);
   const metricsUrl = `http://${ip}:${ready.downloadPort}/metrics`;
   return {
@@ -145,7 +156,7 @@ export interface RegistryHandle { spawned: Spawned; host: string; url: string }
  * it over the shaped links, and skopeo on the origin host can push over its
  * own loopback, which is not shaped).
  */
-export async function startRegistryOnOrigin(ctx: Pick<BenchContext, 'nb' | 'workDir'>): Promise<RegistryHandle> {
+export async function startRegistryOnOrigin(ctx: Pick<BenchContext, 'nb' | 'workDir' | 'serviceNice'>): Promise<RegistryHandle> {
   const dir = join(ctx.workDir, 'registry');
   const config = {
     version: '0.1',
@@ -158,7 +169,7 @@ export async function startRegistryOnOrigin(ctx: Pick<BenchContext, 'nb' | 'work
   // JSON is YAML.
   await writeFile(cfg, JSON.stringify(config, null, 2));
   const logFile = join(ctx.workDir, 'registry.log');
-  const s = ctx.nb.exec(ORIGIN_HOST, 'docker-registry', ['serve', cfg], { logFile, cwd: dir });
+  const s = ctx.nb.exec(ORIGIN_HOST, ...niced(ctx.serviceNice, 'docker-registry', ['serve', cfg]), { logFile, cwd: dir });
   ctx.nb.procs.persist(s.child);
   const host = `${ctx.nb.ip(ORIGIN_HOST)}:${REGISTRY_PORT}`;
   const url = `http://${host}`;

@@ -116,6 +116,8 @@ export interface BenchResults {
     staticNeighbours?: boolean;
     /** --upload-headroom: percent below the link rate the programs cap their uploads at (0 = no cap); absent = 0. */
     uploadHeadroomPct?: number;
+    /** Nice value of the origin server, the registry and the supernode. */
+    serviceNice?: number;
   };
   results: ScenarioResult[];
   /** True when every result verified. */
@@ -136,6 +138,8 @@ export interface BenchContext {
   rateBitsPerSec: number;
   /** --upload-rate given to the supernode, dfget and dfdaemon, bytes/s; 0 = none given. */
   uploadRateBytesPerSec: number;
+  /** Nice value of the origin server, the registry and the supernode (0 = as the hosts' programs). */
+  serviceNice: number;
   /** All peer hosts that are up (h1..hMAX); a scenario with N peers uses the first N. */
   peerHosts: string[];
   file: { path: string; name: string; bytes: number; sha256: string; url: string };

@@ -73,19 +73,24 @@ function blobHeaders(digest: string): Record<string, string> {
 /**
  * Writes what `onChunk` makes of each chunk of `body` to the response as the
  * client takes it, without ending the response; `pace` is awaited before
- * each chunk. Rejects when the body fails, is not exactly `bytes` long
+ * each chunk. A chunk written as it came is given to `recycle` once its write
+ * completed. Rejects when the body fails, is not exactly `bytes` long
  * (ExactLength) or `onChunk` throws (the response is left open), or when the
  * client goes away (`signal`).
  */
 async function forward(
   body: Readable, bytes: number, res: ServerResponse, signal: AbortSignal,
-  onChunk: (chunk: Buffer) => Buffer | undefined, pace?: (bytes: number) => Promise<void>,
+  onChunk: (chunk: Buffer) => Buffer | undefined,
+  opts: { pace?: (bytes: number) => Promise<void>; recycle?: (chunk: Buffer) => void } = {},
 ): Promise<void> {
+  const { pace, recycle } = opts;
   const exact = pipelineCb(body, new ExactLength(bytes), () => undefined);
   for await (const chunk of exact as AsyncIterable<Buffer>) {
     if (pace) await pace(chunk.length);
     const out = onChunk(chunk);
-    if (out && out.length > 0 && !res.write(out)) await once(res, 'drain', { signal });
+    if (!out || out.length === 0) continue;
+    const written = recycle && out === chunk ? (err?: Error | null) => { if (!err) recycle(chunk); } : undefined;
+    if (!res.write(out, written)) await once(res, 'drain', { signal });
   }
 }
 
@@ -193,7 +198,7 @@ export class BlobHandler {
       await forward(opened.body, length, ctx.res, ctx.signal, (chunk) => {
         taken += chunk.length;
         return this.counted(chunk, 'p2p');
-      });
+      }, { recycle: opened.recycle });
     } catch (e) {
       if (ctx.signal.aborted || ctx.res.destroyed) {
         ctx.res.destroy();
@@ -252,7 +257,7 @@ export class BlobHandler {
   private async finishRange(job: BlobJob, range: { from: number; to: number }): Promise<void> {
     const body = await this.fetchUpstream(job, range);
     await forward(body, range.to - range.from + 1, job.ctx.res, job.ctx.signal,
-      (chunk) => this.counted(chunk, 'direct'), (n) => this.d.limiter.take(n));
+      (chunk) => this.counted(chunk, 'direct'), { pace: (n) => this.d.limiter.take(n) });
   }
 
   /**
@@ -302,7 +307,7 @@ export class BlobHandler {
       const out = held;
       held = rest;
       return this.counted(out, 'direct');
-    }, (n) => this.d.limiter.take(n));
+    }, { pace: (n) => this.d.limiter.take(n) });
     const actual = whole.digest('hex');
     if (actual !== digest.hex) throw new DfError('DF_ERR_DIGEST_MISMATCH', `blob digest mismatch: expected ${digest.digest}, got ${digest.algorithm}:${actual}`);
     const last = this.counted(held, 'direct');

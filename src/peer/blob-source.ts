@@ -37,6 +37,13 @@ export interface OpenedBlob {
    * it already passed on. Absent when the source has no pieces.
    */
   pieces?: () => { pieceSize: number; sha256: ReadonlyMap<number, string> };
+  /**
+   * Gives a chunk taken from `body` back to the source once nothing refers to
+   * it any more (its write to the client completed): later chunks are read
+   * into the same memory instead of fresh pages. A chunk not given back is
+   * simply collected. Absent when the source does not reuse its buffers.
+   */
+  recycle?: (chunk: Buffer) => void;
 }
 
 export interface BlobSource {

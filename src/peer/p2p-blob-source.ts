@@ -12,6 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { pieceBuffers } from '../common/buffer-pool';
 import { DEFAULTS } from '../common/constants';
 import { DfError, toDfError } from '../common/errors';
 import { parseDigest } from '../common/digest';
@@ -36,6 +37,16 @@ export interface P2PBlobSourceOptions {
   /** A finished blob unused this long is deleted, ms; 0 or absent = kept until close(). */
   expireTimeMs?: number;
   logger: Logger;
+}
+
+/** Chunks handed to readers, each with the pooled buffer it is a view of. */
+const lent = new WeakMap<Buffer, Buffer>();
+
+function recycle(chunk: Buffer): void {
+  const whole = lent.get(chunk);
+  if (!whole) return;
+  lent.delete(chunk);
+  pieceBuffers.give(whole);
 }
 
 /** One blob's download, shared by every reader of that blob. */
@@ -155,8 +166,10 @@ export class P2PBlobSource extends EventEmitter implements BlobSource {
     const { download } = entry;
     return {
       length: entry.length,
-      body: Readable.from(this.read(entry, start, end)),
+      // Few chunks read ahead: each is a pooled buffer until it is given back.
+      body: Readable.from(this.read(entry, start, end), { highWaterMark: 2 }),
       pieces: () => ({ pieceSize: download.pieceSize, sha256: download.held }),
+      recycle,
     };
   }
 
@@ -202,17 +215,19 @@ export class P2PBlobSource extends EventEmitter implements BlobSource {
     const fh = await fs.open(entry.dataPath, 'r').catch((err: unknown) => { entry.readers--; throw err; });
     try {
       let pos = start;
-      const chunk = 256 * 1024;
+      const chunk = pieceBuffers.size;
       while (pos <= end) {
         if (entry.failed) throw entry.failed;
         // The last bytes wait for the whole download: only a finished task is a verified blob.
         const limit = end === entry.length - 1 && !entry.complete ? Math.min(entry.contiguous, entry.length - 1) : entry.contiguous;
         if (limit <= pos) { await entry.changed(); continue; }
         const n = Math.min(chunk, limit - pos, end + 1 - pos);
-        const buf = Buffer.allocUnsafe(n);
+        const whole = pieceBuffers.take();
+        const buf = whole.subarray(0, n);
         const { bytesRead } = await fh.read(buf, 0, n, pos);
         if (bytesRead !== n) throw new DfError('DF_ERR_INTERNAL', `short read of blob data at ${pos}`);
         pos += n;
+        lent.set(buf, whole);
         yield buf;
       }
     } finally {

@@ -33,6 +33,9 @@ const BAD_DIGEST = sha256(Buffer.from('what the bytes should have been'));
 const REDIR = randomBytes(50 * 1024);
 const REDIR_DIGEST = sha256(REDIR);
 const UNKNOWN_DIGEST = sha256(Buffer.from('nobody has this'));
+/** Larger than what the sockets between dfdaemon and a client that does not read can hold. */
+const BIG = randomBytes(16 * 1024 * 1024);
+const BIG_DIGEST = sha256(BIG);
 const MANIFEST = JSON.stringify({
   schemaVersion: 2,
   mediaType: 'application/vnd.oci.image.manifest.v1+json',
@@ -126,7 +129,7 @@ class FakeRegistry {
         res.end();
         return;
       }
-      const bytes = digest === GOOD_DIGEST ? GOOD : digest === BAD_DIGEST ? BAD : undefined;
+      const bytes = digest === GOOD_DIGEST ? GOOD : digest === BAD_DIGEST ? BAD : digest === BIG_DIGEST ? BIG : undefined;
       if (!bytes) return json(res, 404, registryError('BLOB_UNKNOWN', 'blob unknown to registry'));
       return serveBytes(req, res, bytes, { 'content-type': 'application/octet-stream', 'docker-content-digest': digest });
     }
@@ -182,13 +185,64 @@ async function listen(handler: (req: IncomingMessage, res: ServerResponse, body:
 
 // ---------- a fake P2P network ----------
 
-/** fail-midway: 1 KiB, then the P2P download fails; corrupt-midway: the same, with that 1 KiB wrong. */
-type Mode = 'ok' | 'unreachable' | 'fail-midway' | 'corrupt-midway' | { status: number };
+/**
+ * fail-midway: 1 KiB, then the P2P download fails; corrupt-midway: the same,
+ * with that 1 KiB wrong; pooled: the body is read into a few buffers, each
+ * filled again only once the consumer gave it back (OpenedBlob.recycle).
+ */
+type Mode = 'ok' | 'unreachable' | 'fail-midway' | 'corrupt-midway' | 'pooled' | { status: number };
+
+/** The buffers of a 'pooled' body: POOL_BUFFERS of POOL_BYTES, handed out and given back. */
+const POOL_BUFFERS = 2;
+const POOL_BYTES = 64 * 1024;
+
+class Pool {
+  private readonly free: Buffer[] = Array.from({ length: POOL_BUFFERS }, () => Buffer.alloc(POOL_BYTES));
+  private readonly lent = new Set<Buffer>();
+  private wake?: () => void;
+  given = 0;
+  /** Resolves the first time the body waits for a buffer to come back. */
+  readonly starved: Promise<void>;
+  private onStarved!: () => void;
+  /** Resolves once the body has read its last byte. */
+  readonly produced: Promise<void>;
+  private onProduced!: () => void;
+
+  constructor() {
+    this.starved = new Promise((r) => { this.onStarved = r; });
+    this.produced = new Promise((r) => { this.onProduced = r; });
+  }
+
+  async *body(part: Buffer): AsyncGenerator<Buffer> {
+    for (let at = 0; at < part.length; at += POOL_BYTES) {
+      while (this.free.length === 0) {
+        this.onStarved();
+        await new Promise<void>((r) => { this.wake = r; });
+      }
+      const b = this.free.pop()!;
+      const n = part.copy(b, 0, at, Math.min(at + POOL_BYTES, part.length));
+      const chunk = n === POOL_BYTES ? b : b.subarray(0, n);
+      this.lent.add(chunk);
+      yield chunk;
+    }
+    this.onProduced();
+  }
+
+  recycle(chunk: Buffer): void {
+    assert.ok(this.lent.delete(chunk), 'only a chunk of this body, and only once');
+    this.given++;
+    this.free.push(Buffer.from(chunk.buffer, chunk.byteOffset, POOL_BYTES));
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
+  }
+}
 
 class FakeBlobSource implements BlobSource {
   calls: Array<{ req: BlobRequest; range?: BlobRange }> = [];
   mode: Mode = 'ok';
-  private readonly blobs = new Map<string, Buffer>([[GOOD_DIGEST, GOOD], [REDIR_DIGEST, REDIR]]);
+  pool?: Pool;
+  private readonly blobs = new Map<string, Buffer>([[GOOD_DIGEST, GOOD], [REDIR_DIGEST, REDIR], [BIG_DIGEST, BIG]]);
 
   async open(req: BlobRequest, range?: BlobRange): Promise<OpenedBlob> {
     this.calls.push({ req, range });
@@ -213,6 +267,11 @@ class FakeBlobSource implements BlobSource {
       body.push(served.subarray(start, start + 1024));
       setImmediate(() => body.destroy(new DfError('DF_ERR_P2P_FAILED', 'all peers failed')));
       return { length: blob.length, body, pieces: () => ({ pieceSize, sha256 }) };
+    }
+    if (mode === 'pooled') {
+      const pool = new Pool();
+      this.pool = pool;
+      return { length: blob.length, body: Readable.from(pool.body(part), { highWaterMark: 2 }), recycle: (c) => pool.recycle(c) };
     }
     // Several chunks, as pieces landing.
     const chunks: Buffer[] = [];
@@ -360,6 +419,35 @@ test('blob GET goes through the BlobSource with the upstream URL, headers and di
   const m = await d.metrics();
   assert.equal(metricValue(m, 'dragonfly_dfdaemon_requests_total', { route: 'blob', via: 'p2p', status: '200' }), 1);
   assert.equal(metricValue(m, 'dragonfly_dfdaemon_blob_bytes_total', { via: 'p2p' }), GOOD.length);
+});
+
+test('a P2P body read into reused buffers: each goes back only once the client took its bytes', async (t) => {
+  resetRegistry();
+  const d = await startDaemon(t);
+  d.source.mode = 'pooled';
+  const target = new URL(`${d.url}/v2/library/alpine/blobs/${BIG_DIGEST}`);
+  const { status, body } = await new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+    const req = httpRequest({ host: target.hostname, port: target.port, path: target.pathname, agent: false }, (res) => {
+      // Not read until the sockets are full and the body has had to wait for
+      // its buffers (or has read everything, which it could only do if its
+      // buffers came back while their bytes were still waiting to be sent).
+      res.pause();
+      const pool = d.source.pool!;
+      void Promise.race([pool.starved, pool.produced]).then(() => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+        res.resume();
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  assert.equal(status, 200);
+  assert.equal(body.length, BIG.length);
+  assert.ok(body.equals(BIG), 'every byte as the source read it, none overwritten by a later chunk');
+  assert.equal(d.source.pool!.given, BIG.length / POOL_BYTES, 'every chunk given back');
 });
 
 test('blob HEAD goes straight to the upstream', async (t) => {
