@@ -6,6 +6,7 @@ import { createLogger } from '../common/logger';
 import { resolveAdvertiseIp } from '../common/net';
 import { parseDuration, parseSize } from '../common/units';
 import { Supernode } from '../supernode/supernode';
+import { DEFAULT_SCHEDULER_OPTIONS, type SchedulerOptions } from '../supernode/scheduler';
 import { die, finishParser, onSignals } from './common';
 
 const PROG = 'supernode';
@@ -35,6 +36,22 @@ export function translateJavaProps(argv: string[]): string[] {
   return out;
 }
 
+/** Most transfers of one task a peer may have at once in either direction. */
+const MAX_PEER_LIMIT = 64;
+
+function peerLimit(v: number, name: string): number {
+  if (!Number.isInteger(v) || v < 1 || v > MAX_PEER_LIMIT) throw invalidArgument(`invalid ${name} ${v}: expected a whole number from 1 to ${MAX_PEER_LIMIT}`);
+  return v;
+}
+
+/** The scheduler's per-peer limits from --peer-down-limit and --peer-up-limit. */
+export function schedulerLimits(a: { 'peer-down-limit': number; 'peer-up-limit': number }): Partial<SchedulerOptions> {
+  return {
+    maxInFlightPerPeer: peerLimit(a['peer-down-limit'], '--peer-down-limit'),
+    maxUploadsPerHolder: peerLimit(a['peer-up-limit'], '--peer-up-limit'),
+  };
+}
+
 function portOf(v: number, name: string): number {
   if (!Number.isInteger(v) || v < 0 || v > 65535) throw invalidArgument(`invalid ${name} ${v}: expected 0-65535`);
   return v;
@@ -50,6 +67,8 @@ export function parseSupernodeArgs(argv: string[]) {
     .option('home-dir', { type: 'string', default: DEFAULTS.supernodeHomeDir, describe: 'Cache directory: pieces (repo/) and task metadata (meta/)' })
     .option('max-bandwidth', { type: 'string', default: '200M', describe: 'Cap on bytes/s pulled from sources, all tasks together (K, M, G = KiB, MiB, GiB; 0 = unlimited)' })
     .option('upload-rate', { type: 'string', default: '0', describe: 'Cap on bytes/s of pieces sent to peers, all together (K, M, G = KiB, MiB, GiB; 0 = unlimited). A little below the uplink (e.g. 95 %) keeps the source fetch fast: a full uplink delays the source\'s acknowledgements' })
+    .option('peer-down-limit', { type: 'number', default: DEFAULT_SCHEDULER_OPTIONS.maxInFlightPerPeer, describe: 'Pieces of one task a peer downloads at once (1-64)' })
+    .option('peer-up-limit', { type: 'number', default: DEFAULT_SCHEDULER_OPTIONS.maxUploadsPerHolder, describe: 'Pieces of one task a peer serves to others at once (1-64)' })
     .option('piece-size', { type: 'string', default: 'auto', describe: 'Piece size: auto (256 KiB to 4 MiB, about 256 pieces a file) or a size such as 4M' })
     .option('source-timeout', { type: 'string', default: '30s', describe: 'A source silent for this long is asked for the rest with a range request (3 tries in a row), then fails its task' })
     .option('task-expire-time', { type: 'string', default: '24h', describe: 'Cache GC: a cached task no peer registered for in this long is deleted (e.g. 30m, 168h; 0 = never)' })
@@ -84,6 +103,7 @@ async function main(): Promise<void> {
         minFreeBytes: parseSize(a['min-free-space'], '--min-free-space'),
       },
       gcIntervalMs: parseDuration(a['gc-interval'], '--gc-interval'),
+      schedulerOptions: schedulerLimits(a),
       logger,
     });
   } catch (err) {

@@ -152,11 +152,11 @@ test('supernode --gc-interval runs the GC on its own; malformed GC flags are ref
   assert.equal(line.taskId, taskIdFor(origin.url('f.bin'), [], ''));
   assert.equal(line.reason, 'expired');
 
-  for (const [flag, value] of [['--task-expire-time', 'soon'], ['--cache-max-size', 'lots'], ['--min-free-space', '1.5.2G'], ['--gc-interval', '5 minutes'], ['--upload-rate', 'fast']]) {
+  for (const [flag, value] of [['--task-expire-time', 'soon'], ['--cache-max-size', 'lots'], ['--min-free-space', '1.5.2G'], ['--gc-interval', '5 minutes'], ['--upload-rate', 'fast'], ['--peer-down-limit', '0'], ['--peer-up-limit', 'all']]) {
     const bad = await runCli('supernode', ['--advertise-ip', '127.0.0.1', '--home-dir', path.join(dir, 'bad'), flag, value]);
     assert.equal(bad.code, 2, `${flag} ${value}: ${bad.stderr}`);
     assert.match(bad.stderr, new RegExp(`DF_ERR_INVALID_ARGUMENT: invalid ${flag}`));
   }
   const help = await runCli('supernode', ['--help']);
-  for (const flag of ['--task-expire-time', '--cache-max-size', '--min-free-space', '--gc-interval', '--upload-rate']) assert.match(help.stdout, new RegExp(flag));
+  for (const flag of ['--task-expire-time', '--cache-max-size', '--min-free-space', '--gc-interval', '--upload-rate', '--peer-down-limit', '--peer-up-limit']) assert.match(help.stdout, new RegExp(flag));
 });

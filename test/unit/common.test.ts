@@ -14,7 +14,7 @@ import { RateLimiter, uplinkLimiter, type Clock } from '../../src/common/ratelim
 import { metricValue } from '../../src/common/metrics';
 import { autoPieceSize } from '../../src/supernode/cdn';
 import { missingRuns } from '../../src/peer/backsource';
-import { translateJavaProps } from '../../src/cli/supernode';
+import { parseSupernodeArgs, schedulerLimits, translateJavaProps } from '../../src/cli/supernode';
 import { CLI } from '../helpers/procs';
 
 const code = (fn: () => unknown) => { try { fn(); } catch (e) { return (e as DfError).code; } return 'none'; };
@@ -94,6 +94,14 @@ test('node lists and the advertised address', () => {
   assert.equal(code(() => resolveAdvertiseIp('not-ip', lo)), 'DF_ERR_INVALID_ARGUMENT');
   const eth = { eth0: [{ address: '172.60.20.44', family: 'IPv4', internal: false, netmask: '', mac: '', cidr: null }] } as never;
   assert.equal(resolveAdvertiseIp(undefined, eth), '172.60.20.44');
+});
+
+test('--peer-down-limit and --peer-up-limit set the scheduler\'s per-peer limits; bad values are refused', () => {
+  assert.deepEqual(schedulerLimits(parseSupernodeArgs([])), { maxInFlightPerPeer: 8, maxUploadsPerHolder: 8 });
+  assert.deepEqual(schedulerLimits(parseSupernodeArgs(['--peer-down-limit', '2', '--peer-up-limit', '6'])), { maxInFlightPerPeer: 2, maxUploadsPerHolder: 6 });
+  for (const argv of [['--peer-down-limit', '0'], ['--peer-up-limit', '65'], ['--peer-down-limit', '1.5'], ['--peer-up-limit', 'many']]) {
+    assert.equal(code(() => schedulerLimits(parseSupernodeArgs(argv))), 'DF_ERR_INVALID_ARGUMENT', argv.join(' '));
+  }
 });
 
 test('Java-era -D properties become flags; unknown ones are refused', () => {
