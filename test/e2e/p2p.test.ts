@@ -189,6 +189,40 @@ test('--upload-rate caps what the supernode sends to peers, not what it pulls', 
   assert.ok(ms >= 1900, `the uploads were not capped: ${ms} ms`);
 });
 
+/** Most pieces a dfget had in flight at once, from its --verbose 'piece done' lines (each with its end time and duration). */
+function maxPiecesInFlight(stderr: string): { pieces: number; max: number } {
+  const edges: [number, number][] = [];
+  for (const line of stderr.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const rec = JSON.parse(line) as { msg?: string; time: number; ms: number };
+    if (rec.msg !== 'piece done') continue;
+    edges.push([rec.time - rec.ms, 1], [rec.time, -1]);
+  }
+  // An end and a start at the same millisecond do not overlap: ends first.
+  edges.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let now = 0;
+  let max = 0;
+  for (const [, d] of edges) max = Math.max(max, now += d);
+  return { pieces: edges.length / 2, max };
+}
+
+test('--peer-down-limit caps the pieces a peer fetches at once', async (t) => {
+  const { dir, file, origin } = await fixture(t, 1 * MiB, { supernode: false });
+  for (const limit of [1, 3]) {
+    const sn = await startSupernode(path.join(dir, `sn${limit}`), ['--piece-size', '64K', '--peer-down-limit', String(limit)]);
+    t.after(() => sn.stop());
+    // With every piece already there, the first assignments fill all the slots at once.
+    await warmSupernode(dir, origin.url('f.bin'), sn.addr, path.join(dir, `warm${limit}`));
+    const home = path.join(dir, `home${limit}`);
+    t.after(() => stopUploader(home));
+    const out = path.join(dir, `out${limit}`);
+    const r = await runCli('dfget', ['--url', origin.url('f.bin'), '-o', out, '--node', sn.addr, '--home', home, '--ratelimit', '500M', '--notbs', '--verbose']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(await sha256File(out), file.sha256);
+    assert.deepEqual(maxPiecesInFlight(r.stderr), { pieces: 16, max: limit });
+  }
+});
+
 test('a peer that registered before its piece server was up is asked for pieces only once it sends its port', async (t) => {
   const { dir, file, origin, sn, home: peerHome } = await fixture(t, 8 * MiB);
   await warmSupernode(dir, origin.url('f.bin'), sn.addr, peerHome('warm'));
