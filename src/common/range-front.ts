@@ -18,7 +18,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import type * as http from 'node:http';
-import { pumpFileRange } from './file-server';
+import { pumpFileRange, sendFileRange, sendText, type PumpOptions } from './file-server';
 import { parseRange, type ByteRange } from './range';
 import type { Logger } from './logger';
 import type { RateLimiter } from './ratelimit';
@@ -41,6 +41,17 @@ export interface RangeTarget {
 export function targetRange(header: string | undefined, target: RangeTarget): ByteRange | undefined | 'invalid' | 'unsatisfiable' {
   const range = parseRange(header, target.total === '*' ? Number.MAX_SAFE_INTEGER : target.total);
   return typeof range === 'object' && range.end >= target.available ? 'unsatisfiable' : range;
+}
+
+/**
+ * The HTTP handlers' answer to a piece request for target: 400 without a
+ * single byte range, 416 for one it cannot serve, else the 206 with the bytes.
+ */
+export async function sendTarget(req: http.IncomingMessage, res: http.ServerResponse, target: RangeTarget, opts: PumpOptions): Promise<void> {
+  const range = targetRange(req.headers.range, target);
+  if (range === undefined || range === 'invalid') return sendText(res, 400, 'a single byte range is required');
+  if (range === 'unsatisfiable') return sendText(res, 416, 'range not available');
+  await sendFileRange(res, target.filePath, range.start, range.end, target.total, opts);
 }
 
 export interface RangeFrontOptions {

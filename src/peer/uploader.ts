@@ -9,8 +9,8 @@ import * as path from 'node:path';
 import * as fs from 'node:fs/promises';
 import { statSync } from 'node:fs';
 import type { Logger } from '../common/logger';
-import { sendFileRange, sendText } from '../common/file-server';
-import { RangeFront, targetRange, type RangeTarget } from '../common/range-front';
+import { sendText } from '../common/file-server';
+import { RangeFront, sendTarget, type RangeTarget } from '../common/range-front';
 import type { RateLimiter } from '../common/ratelimit';
 
 const PIECE_PATH = /^\/pieces\/([a-f0-9]{64})$/;
@@ -112,10 +112,7 @@ export class PieceUploader {
     if (!m || !PEER_ID_RE.test(peerId)) return sendText(res, 404, 'not found');
     const target = this.held(m[1], peerId);
     if (!target) return sendText(res, 404, 'task not held here');
-    const range = targetRange(req.headers.range, target);
-    if (range === undefined || range === 'invalid') return sendText(res, 400, 'a single byte range is required');
-    if (range === 'unsatisfiable') return sendText(res, 416, 'range not available');
-    await sendFileRange(res, target.filePath, range.start, range.end, target.total, {
+    await sendTarget(req, res, target, {
       limiter: this.opts.limiter,
       onBytes: (n) => { this.uploadedBytes += n; },
     });

@@ -7,8 +7,8 @@ import * as http from 'node:http';
 import type { Logger } from '../common/logger';
 import type { Registry, SupernodeMetrics } from '../common/metrics';
 import type { RateLimiter } from '../common/ratelimit';
-import { sendFileRange, sendText } from '../common/file-server';
-import { RangeFront, targetRange, type RangeTarget } from '../common/range-front';
+import { sendText } from '../common/file-server';
+import { RangeFront, sendTarget, type RangeTarget } from '../common/range-front';
 import type { Task } from './task';
 
 const PIECE_PATH = /^\/pieces\/([a-f0-9]{64})$/;
@@ -35,12 +35,7 @@ export function createPieceServer(
     if (!m) return sendText(res, 404, 'not found');
     const target = taskTarget(m[1]);
     if (!target) return sendText(res, 404, 'task not found');
-    const range = targetRange(req.headers.range, target);
-    if (range === undefined || range === 'invalid') return sendText(res, 400, 'a single byte range is required');
-    if (range === 'unsatisfiable') return sendText(res, 416, 'range not available');
-    await sendFileRange(res, target.filePath, range.start, range.end, target.total, {
-      onBytes: (n) => metrics.uploadBytes.inc(n), limiter,
-    });
+    await sendTarget(req, res, target, { onBytes: (n) => metrics.uploadBytes.inc(n), limiter });
   }
   /** A task's file as far as it may be served, or undefined when there is none (unknown or failed). */
   function taskTarget(taskId: string): RangeTarget | undefined {
