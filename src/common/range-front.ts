@@ -122,9 +122,14 @@ export function parseRangeHead(text: string): Head | undefined {
 }
 
 export class RangeFront {
-  private readonly server: net.Server;
+  private server: net.Server;
   private readonly sockets = new Set<net.Socket>();
+  /** The connections the front itself serves (not those given to the HTTP server). */
+  private readonly connections = new Set<Connection>();
   private responding = 0;
+  private quiet?: () => void;
+  /** Set by drain(): every connection closes once its response is sent. */
+  draining = false;
 
   constructor(private readonly httpServer: http.Server, readonly opts: RangeFrontOptions) {
     // The HTTP server never listens itself. Its 'listening' event is what
@@ -132,12 +137,22 @@ export class RangeFront {
     // requestTimeout): without them a client that sends half a head and then
     // nothing would keep its connection for good.
     httpServer.emit('listening');
-    this.server = net.createServer({ noDelay: true }, (socket) => {
-      this.sockets.add(socket);
-      socket.once('close', () => this.sockets.delete(socket));
-      new Connection(socket, this).start();
-    });
+    this.server = net.createServer({ noDelay: true }, this.onConnection);
   }
+
+  private readonly onConnection = (socket: net.Socket): void => {
+    // Also for an adopted server, which was not made with noDelay.
+    socket.setNoDelay(true);
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+    const c = new Connection(socket, this);
+    this.connections.add(c);
+    socket.once('close', () => this.connections.delete(c));
+    c.start();
+  };
+
+  /** The listening socket (to hand to another process). */
+  get listener(): net.Server { return this.server; }
 
   /** Responses the front is sending now. */
   get active(): number { return this.responding; }
@@ -151,6 +166,36 @@ export class RangeFront {
         resolve(typeof a === 'object' && a ? a.port : 0);
       });
     });
+  }
+
+  /**
+   * Serves the connections of a listening server another process handed over
+   * (what child_process delivers with a message: a server already listening,
+   * whose connections nobody takes until this is called); returns its port.
+   * Call it in the same turn as the message came: a connection accepted
+   * before would have no one to serve it.
+   */
+  adopt(listening: net.Server): number {
+    this.server = listening;
+    listening.on('connection', this.onConnection);
+    const a = listening.address();
+    return typeof a === 'object' && a ? a.port : 0;
+  }
+
+  /**
+   * Stops taking connections and lets the responses under way finish: an
+   * idle connection closes now, a busy one once its response is sent. A
+   * client whose next request meets the closed connection sends it again on
+   * a new one (to whoever listens on the port now). Resolves when no
+   * response of the front is left; the HTTP server's are the caller's.
+   */
+  async drain(): Promise<void> {
+    this.draining = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const c of this.connections) c.closeIfIdle();
+    this.httpServer.closeIdleConnections();
+    if (this.responding > 0) await new Promise<void>((resolve) => { this.quiet = resolve; });
+    await closed;
   }
 
   /** Stops listening and closes every connection, the HTTP server's too. */
@@ -172,10 +217,16 @@ export class RangeFront {
   ended(): void {
     this.responding--;
     this.opts.onActivity?.();
+    if (this.responding === 0 && this.quiet) {
+      const q = this.quiet;
+      this.quiet = undefined;
+      q();
+    }
   }
 
   /** @internal Gives a connection, with the bytes already read from it, to the HTTP server. */
-  handOff(socket: net.Socket, unread: Buffer | undefined): void {
+  handOff(c: Connection, socket: net.Socket, unread: Buffer | undefined): void {
+    this.connections.delete(c);
     if (unread) socket.unshift(unread);
     this.httpServer.emit('connection', socket);
   }
@@ -205,9 +256,19 @@ class Connection {
     this.socket.on('data', this.onData);
   }
 
+  /** Closes the connection unless a response is under way (see RangeFront.drain). */
+  closeIfIdle(): void {
+    if (!this.busy) this.socket.destroy();
+  }
+
   /** Takes the next request in `unread`, if its head is complete. */
   private next(): void {
     const buf = this.unread;
+    if (this.front.draining) {
+      // Unanswered, so the client sends the request again elsewhere.
+      this.socket.destroy();
+      return;
+    }
     if (!buf) return;
     const end = buf.indexOf('\r\n\r\n');
     if (end < 0) {
@@ -254,7 +315,7 @@ class Connection {
       this.busy = false;
       this.front.ended();
     }
-    if (close) {
+    if (close || this.front.draining) {
       this.socket.end();
       return;
     }
@@ -272,7 +333,7 @@ class Connection {
     socket.setTimeout(0);
     const unread = this.unread;
     this.unread = undefined;
-    this.front.handOff(socket, unread);
+    this.front.handOff(this, socket, unread);
     if (socket.isPaused()) socket.resume();
   }
 }

@@ -10,14 +10,14 @@ import * as os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { DfError, toDfError } from '../common/errors';
 import type { Logger } from '../common/logger';
-import { RateLimiter } from '../common/ratelimit';
+import { RateLimiter, uplinkLimiter } from '../common/ratelimit';
 import { DEFAULTS } from '../common/constants';
 import { hashFile } from '../common/digest';
 import { P2PDownload } from './downloader';
 import type * as BackSource from './backsource';
 import type * as Http from '../common/http';
-import { dataFilePath } from './uploader';
-import { ensureUploader, findUploader, type UploaderHandle } from './uploader-launcher';
+import { dataFilePath, PieceUploader } from './uploader';
+import { findUploader, handOverToUploader } from './uploader-launcher';
 import { checkOutput } from './output';
 import { SIDECAR_SUFFIX, type TaskSidecar } from './uploader-files';
 import { SupernodeClients } from '../supernode/client';
@@ -110,6 +110,8 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
   const log = opts.logger.child({ peerId });
   const abort = new AbortController();
   let current: P2PDownload | undefined;
+  // What becomes of this process's piece server, once FILE is in place (see p2p()).
+  const serving: { end?: () => Promise<void> } = {};
   const timer = setTimeout(() => {
     const err = new DfError('DF_ERR_TIMEOUT', `download did not finish within ${Math.round(opts.timeoutMs / 1000)} s`);
     abort.abort(err);
@@ -121,7 +123,7 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
     const left: { pieces?: BackSource.HeldPieces } = {};
     if (opts.nodes.length > 0) {
       try {
-        const length = await p2p(opts, peerId, limiter, log, tmp, (d) => { current = d; }, left);
+        const length = await p2p(opts, peerId, limiter, log, tmp, (d) => { current = d; }, left, serving);
         await fsp.rename(tmp, outAbs);
         return { via: 'p2p', length, ms: Date.now() - started };
       } catch (err) {
@@ -174,82 +176,70 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
   } finally {
     clearTimeout(timer);
     await fsp.rm(tmp, { force: true });
+    await serving.end?.();
   }
 }
 
 async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log: Logger, tmp: string,
-  setCurrent: (d: P2PDownload) => void, left: { pieces?: BackSource.HeldPieces }): Promise<number> {
+  setCurrent: (d: P2PDownload) => void, left: { pieces?: BackSource.HeldPieces }, serving: { end?: () => Promise<void> }): Promise<number> {
   const dataDir = path.join(opts.home, 'data');
-  // While we download, the uploader holds a lease of two ping periods beyond
-  // --alivetime, so it cannot expire (and leave the swarm) under our feet
-  // however short --alivetime is; at the end it gets exactly --alivetime.
+  // While we download, an uploader already running holds a lease of two ping
+  // periods beyond --alivetime, so it cannot expire (and leave the swarm)
+  // under our feet however short --alivetime is; at the end it gets exactly
+  // --alivetime.
   const pingMs = Math.min(30_000, Math.max(1_000, opts.aliveTimeMs / 2));
   const leaseMs = opts.aliveTimeMs + 2 * pingMs;
   let keepAlive: NodeJS.Timeout | undefined;
-  let ended = false;
-  const holdLease = (u: UploaderHandle) => {
-    if (ended) return;
-    keepAlive = setInterval(() => void u.keepAlive(leaseMs), pingMs);
-    keepAlive.unref();
-  };
-  // An uploader this home already runs (an earlier dfget's) serves our pieces
-  // from the start. Otherwise one starts once the supernode has accepted us:
-  // its start-up then runs beside the download instead of delaying the
-  // registration, and the supernode learns its port when it is up.
-  let uploader = await findUploader(opts.home, leaseMs);
+  // An uploader this home already runs (an earlier dfget's) serves our pieces.
+  // Otherwise this process serves them while it downloads, and at the end
+  // hands its listening socket to a new detached uploader that serves them
+  // on after we exit: no second program starts beside every download.
+  const uploader = await findUploader(opts.home, leaseMs);
   await fsp.mkdir(dataDir, { recursive: true });
-  if (uploader) holdLease(uploader);
-  let uploaderStart: Promise<UploaderHandle> | undefined;
+  const server = uploader ? undefined : new PieceUploader({ dataDir, limiter: uplinkLimiter(opts.uploadRateBytesPerSec), logger: log });
+  if (uploader) {
+    keepAlive = setInterval(() => void uploader.keepAlive(leaseMs), pingMs);
+    keepAlive.unref();
+  }
+  await server?.start(0);
   let sidecar: string | undefined;
   let registeredNode: string | undefined;
   let dataPath: string | undefined;
   let done = 0;
-  // Written once the uploader is known: an uploader starting up clears the
-  // sidecars of uploaders that are gone, and must not take ours for one.
-  const writeSidecar = async (u: UploaderHandle, taskId: string) => {
-    const side: TaskSidecar = { taskId, peerId, node: registeredNode!, uploaderPid: u.pid };
-    await fsp.writeFile(sidecar!, JSON.stringify(side));
+  // The uploader that serves the task is named beside it: an uploader
+  // starting up clears the tasks of uploaders that are gone (a dfget killed
+  // while serving its own pieces, say).
+  const writeSidecar = (uploaderPid: number) => {
+    const side: TaskSidecar = { taskId: d.taskId, peerId, node: registeredNode!, uploaderPid };
+    fs.writeFileSync(sidecar!, JSON.stringify(side));
   };
   const clients = new SupernodeClients();
   const d: P2PDownload = new P2PDownload({
     nodes: opts.nodes, url: opts.url, headers: opts.headers, filter: opts.filter, identifier: opts.identifier,
     expectedDigest: opts.sha256 ? `sha256:${opts.sha256}` : '',
-    peerId, uploadPort: uploader?.port ?? 0,
+    peerId, uploadPort: uploader?.port ?? server!.port,
     dataPath: (taskId) => dataFilePath(dataDir, taskId, peerId),
     limiter, logger: log, connectTimeoutMs: DEFAULTS.supernodeConnectTimeoutMs, clients,
     onRegistered: async (info) => {
       registeredNode = info.node;
       dataPath = info.dataPath;
       sidecar = info.dataPath + SIDECAR_SUFFIX;
-      if (uploader) {
-        await writeSidecar(uploader, info.taskId);
-        return;
-      }
-      uploaderStart = ensureUploader({ home: opts.home, uploadRateBytesPerSec: opts.uploadRateBytesPerSec, aliveTimeMs: leaseMs })
-        .then(async (u) => {
-          uploader = u;
-          holdLease(u);
-          await writeSidecar(u, info.taskId);
-          log.debug({ port: u.port }, 'uploader ready');
-          d.serving(u.port);
-          return u;
-        });
-      uploaderStart.catch((err) => {
-        d.cancel(new DfError('DF_ERR_P2P_FAILED', `cannot serve pieces: ${toDfError(err).message}`, { cause: err }));
-      });
+      writeSidecar(uploader?.pid ?? process.pid);
     },
   });
   setCurrent(d);
   d.on('piece', (_n: number, _off: number, len: number) => { done += len; opts.onProgress?.(done, d.contentLength); });
   try {
     const r = await d.run();
+    // Once FILE is in place, the pieces go on being served by a detached uploader.
+    if (server) serving.end = () => handOver(opts, server, writeSidecar, log);
     log.debug({ fromPeers: r.fromPeers, fromSupernode: r.fromSupernode }, 'all pieces verified');
     await linkVerified(opts, r.dataPath, tmp);
     return r.contentLength;
   } catch (err) {
-    // Nothing of a failed download stays to be served (once the uploader
-    // start, if any, has settled and cannot write a sidecar after us).
-    await uploaderStart?.catch(() => undefined);
+    // Nothing of a failed download stays to be served.
+    serving.end = undefined;
+    await server?.close();
     if (dataPath && d.held.size > 0 && d.contentLength > 0 && (opts.sha256 || opts.md5)) {
       // Its verified pieces need not come from the source again: they become
       // the start of the output (never served: the sidecar goes below).
@@ -261,14 +251,20 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
     throw err;
   } finally {
     clients.close();
-    // A small file can be done before a new uploader is up: wait for it, so
-    // this host serves the file after we exit.
-    const u = uploader ?? await uploaderStart?.catch((err) => {
-      log.warn({ err: toDfError(err).message }, 'the uploader did not start: this host will not serve the file');
-      return undefined;
-    });
-    ended = true;
     if (keepAlive) clearInterval(keepAlive);
-    await u?.keepAlive(opts.aliveTimeMs);
+    if (uploader) await uploader.keepAlive(opts.aliveTimeMs);
+  }
+}
+
+/** Hands this process's piece server to a new detached uploader (see handOverToUploader); never throws. */
+async function handOver(opts: DfgetOptions, server: PieceUploader, adopting: (pid: number) => void, log: Logger): Promise<void> {
+  try {
+    const pid = await handOverToUploader({
+      home: opts.home, uploadRateBytesPerSec: opts.uploadRateBytesPerSec, aliveTimeMs: opts.aliveTimeMs, server, adopting,
+    });
+    log.debug({ pid, port: server.port }, 'piece server handed to the uploader');
+  } catch (err) {
+    log.warn({ err: toDfError(err).message }, 'the uploader did not start: this host will not serve the file');
+    await server.close();
   }
 }

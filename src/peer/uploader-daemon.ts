@@ -4,6 +4,12 @@
  * dfget asked it to stay, then tells the supernodes it left, removes the data
  * and exits. Started by uploader-launcher.ts; never by a user directly.
  *
+ * With --inherit it takes over the listening socket of the dfget that starts
+ * it (sent over the IPC channel with the role it has: `primary`, the home's
+ * uploader, whose lock and info that dfget already wrote for it, or
+ * `secondary`, when another uploader owns the home: it then serves only until
+ * its alive time is over, and leaves the home's files alone).
+ *
  * Files under HOME: uploader.lock (pid of the owner, created exclusively),
  * uploader.json ({pid, port}), data/ (pieces + one .meta.json per task),
  * logs/uploader.log (its stdout and stderr).
@@ -14,9 +20,12 @@ import { createLogger } from '../common/logger';
 import { uplinkLimiter } from '../common/ratelimit';
 import { sendText } from '../common/file-server';
 import { PieceUploader } from './uploader';
-import { readUploaderInfo, pidAlive, lockPath, infoPath, type TaskSidecar, SIDECAR_SUFFIX } from './uploader-files';
+import type * as net from 'node:net';
+import {
+  readUploaderInfo, pidAlive, lockPath, infoPath, lockOwner, claimLock, writeUploaderInfo, type TaskSidecar, SIDECAR_SUFFIX,
+} from './uploader-files';
 
-interface Args { home: string; uploadRate: number; aliveTimeMs: number; port: number }
+interface Args { home: string; uploadRate: number; aliveTimeMs: number; port: number; inherit: boolean }
 
 function parseArgs(argv: string[]): Args {
   const get = (k: string) => { const i = argv.indexOf(k); return i >= 0 ? argv[i + 1] : undefined; };
@@ -25,49 +34,49 @@ function parseArgs(argv: string[]): Args {
     uploadRate: Number(get('--upload-rate') ?? 0),
     aliveTimeMs: Number(get('--alivetime-ms') ?? 300_000),
     port: Number(get('--port') ?? 0),
+    inherit: argv.includes('--inherit'),
   };
-}
-
-/** Pid written in the home's lock file; 0 when there is none. */
-async function lockOwner(home: string): Promise<number> {
-  return Number(await fs.readFile(lockPath(home), 'utf8').catch(() => '')) || 0;
 }
 
 async function acquireLock(home: string): Promise<number | undefined> {
   // Returns undefined when we own the lock, or the port of the uploader that does.
   for (let attempt = 0; attempt < 100; attempt++) {
-    try {
-      const fh = await fs.open(lockPath(home), 'wx');
-      await fh.writeFile(String(process.pid));
-      await fh.close();
-      return undefined;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
+    if (claimLock(home, process.pid)) return undefined;
     const owner = await lockOwner(home);
-    if (owner && pidAlive(owner)) {
-      const info = await readUploaderInfo(home);
-      if (info && info.pid === owner) return info.port;
-      // The owner is still starting: its info file comes in a moment.
-      await new Promise((r) => setTimeout(r, 50));
-      continue;
-    }
-    await fs.rm(lockPath(home), { force: true });
+    const info = await readUploaderInfo(home);
+    if (owner && info && info.pid === owner) return info.port;
+    // The owner is still starting: its info file comes in a moment.
+    await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error('could not take the uploader lock');
+}
+
+/**
+ * Serves on the listening socket the starting dfget sends (see --inherit),
+ * with the role it sends. Called before anything else, and the socket is
+ * served the moment it arrives: a message that comes while nobody listens
+ * for it is dropped with its socket, and so is a connection the socket takes
+ * before it is served.
+ */
+function inherited(uploader: PieceUploader): Promise<{ port: number; primary: boolean }> {
+  return new Promise((resolve, reject) => {
+    const gone = () => reject(new Error('the dfget that started this uploader went away before it handed over its socket'));
+    process.once('disconnect', gone);
+    process.once('message', (m: { role?: string }, handle: unknown) => {
+      process.off('disconnect', gone);
+      if (!handle || (m.role !== 'primary' && m.role !== 'secondary')) {
+        reject(new Error('no listening socket handed over'));
+        return;
+      }
+      uploader.start(handle as net.Server).then((port) => resolve({ port, primary: m.role === 'primary' }), reject);
+    });
+  });
 }
 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const log = createLogger('uploader', undefined, 1);
-  const send = (m: object) => { if (process.send) process.send(m, () => process.disconnect?.()); };
-  if (!args.home) { send({ error: 'no --home' }); process.exit(2); }
-  await fs.mkdir(args.home, { recursive: true });
-  const existing = await acquireLock(args.home);
-  if (existing !== undefined) { send({ port: existing }); return; }
-
   const dataDir = path.join(args.home, 'data');
-  await leaveAll(dataDir, log, 'dead');
   let expiresAt = Date.now() + args.aliveTimeMs;
   let timer: NodeJS.Timeout | undefined;
   const uploader = new PieceUploader({
@@ -83,11 +92,26 @@ async function main(): Promise<void> {
       return true;
     },
   });
-  const port = await uploader.start(args.port);
-  const tmp = `${infoPath(args.home)}.${process.pid}`;
-  await fs.writeFile(tmp, JSON.stringify({ pid: process.pid, port }));
-  await fs.rename(tmp, infoPath(args.home));
-  log.info({ port, home: args.home, aliveTimeMs: args.aliveTimeMs }, 'uploader started');
+  const handing = args.inherit && args.home ? inherited(uploader) : undefined;
+  const send = (m: object) => { if (process.send && process.connected) process.send(m, () => process.disconnect?.()); };
+  if (!args.home) { send({ error: 'no --home' }); process.exit(2); }
+  let port: number;
+  let primary = true;
+  if (handing) {
+    const handed = await handing;
+    port = handed.port;
+    // A primary's lock was taken for it; it checks that it still is its own.
+    primary = handed.primary && await lockOwner(args.home) === process.pid;
+    if (primary) await leaveAll(dataDir, log, 'dead');
+  } else {
+    await fs.mkdir(args.home, { recursive: true });
+    const existing = await acquireLock(args.home);
+    if (existing !== undefined) { send({ port: existing }); return; }
+    await leaveAll(dataDir, log, 'dead');
+    port = await uploader.start(args.port);
+  }
+  if (primary) writeUploaderInfo(args.home, process.pid, port);
+  log.info({ port, home: args.home, aliveTimeMs: args.aliveTimeMs, inherited: Boolean(handing), primary }, 'uploader started');
   send({ port });
 
   let stopping = false;

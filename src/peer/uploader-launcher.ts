@@ -1,10 +1,12 @@
 /** Finds this home's detached uploader, or starts one, and keeps it alive. */
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as http from 'node:http';
+import * as os from 'node:os';
 import { DfError } from '../common/errors';
-import { readUploaderInfo, pidAlive } from './uploader-files';
+import { readUploaderInfo, pidAlive, claimLock, writeUploaderInfo } from './uploader-files';
+import type { PieceUploader } from './uploader';
 
 export interface UploaderHandle {
   port: number;
@@ -41,21 +43,96 @@ export async function findUploader(home: string, aliveTimeMs: number): Promise<U
   return undefined;
 }
 
-export async function ensureUploader(opts: { home: string; uploadRateBytesPerSec: number; aliveTimeMs: number }): Promise<UploaderHandle> {
-  const running = await findUploader(opts.home, opts.aliveTimeMs);
-  if (running) return running;
+/** The niceness of an uploader a dfget hands its piece server to. */
+export const UPLOADER_NICE = 10;
 
+interface UploaderOptions { home: string; uploadRateBytesPerSec: number; aliveTimeMs: number }
+
+/** Starts a detached uploader (see uploader-daemon.ts) with an IPC channel to us. */
+function spawnUploader(opts: UploaderOptions, extra: string[] = []): ChildProcess {
   const logDir = path.join(opts.home, 'logs');
   fs.mkdirSync(logDir, { recursive: true });
   // The uploader outlives us: its output goes to its own log file, never to
   // our pipes (a test runner or CI would wait on them).
   const logFd = fs.openSync(path.join(logDir, 'uploader.log'), 'a');
   const script = path.join(__dirname, 'uploader-daemon.js');
-  const child = spawn(process.execPath, [script, '--home', opts.home, '--upload-rate', String(opts.uploadRateBytesPerSec), '--alivetime-ms', String(opts.aliveTimeMs)], {
-    detached: true,
-    stdio: ['ignore', logFd, logFd, 'ipc'],
-  });
-  fs.closeSync(logFd);
+  try {
+    return spawn(process.execPath, [
+      script, '--home', opts.home, '--upload-rate', String(opts.uploadRateBytesPerSec), '--alivetime-ms', String(opts.aliveTimeMs), ...extra,
+    ], { detached: true, stdio: ['ignore', logFd, logFd, 'ipc'] });
+  } finally {
+    fs.closeSync(logFd);
+  }
+}
+
+/**
+ * Lets a started uploader live on without us. A handle we sent is in the
+ * channel already (the uploader reads it even after we exited), so nothing
+ * waits for its acknowledgement: the channel no longer holds our process
+ * up, and its late end (reported as an 'error' once we disconnected) is
+ * expected.
+ */
+function release(child: ChildProcess): void {
+  child.removeAllListeners();
+  child.on('error', () => undefined);
+  if (child.connected) child.disconnect();
+  (child.channel as { unref?: () => void } | null | undefined)?.unref?.();
+  child.unref();
+}
+
+/**
+ * Hands the piece server a dfget ran in its own process over to a new
+ * detached uploader, which keeps serving on the same port after the dfget
+ * exits (so the supernode's address for this peer stays right). The new
+ * uploader becomes the home's (its lock and info are written for it here,
+ * so a dfget that starts right after finds it) unless a live one owns the
+ * home: then it serves this socket beside that one until its alive time is
+ * over. It runs at niceness UPLOADER_NICE. `adopting(pid)` runs before the
+ * socket goes (to make the pieces the new uploader's; synchronous, as all
+ * before it here: while other programs compete for the CPU, every turn of
+ * the event loop waits for a time slice). Resolves with the new uploader's
+ * pid once the responses this process had under way are sent: it does not
+ * wait for the uploader to be up (connections wait in the socket's queue
+ * until it is).
+ */
+export async function handOverToUploader(opts: UploaderOptions & {
+  server: PieceUploader;
+  adopting: (pid: number) => void;
+}): Promise<number> {
+  const child = spawnUploader(opts, ['--inherit']);
+  try {
+    const pid = child.pid;
+    if (pid === undefined) {
+      throw new DfError('DF_ERR_INTERNAL', await new Promise<string>((resolve) => {
+        child.once('error', (err) => resolve(`could not start the uploader: ${err.message}`));
+      }));
+    }
+    // Below the host's own work: it serves others in the background, and
+    // its start-up (about 0.1 s of CPU) should not delay what the host does
+    // next, nor, where hosts share CPUs, another host's download.
+    try {
+      os.setPriority(pid, UPLOADER_NICE);
+    } catch { /* not allowed here: it runs at our priority */ }
+    const primary = claimLock(opts.home, pid);
+    if (primary) writeUploaderInfo(opts.home, pid, opts.server.port);
+    opts.adopting(pid);
+    await opts.server.handOver((listener) => new Promise<void>((resolve, reject) => {
+      child.send({ role: primary ? 'primary' : 'secondary' }, listener, (err) => {
+        if (err) reject(new DfError('DF_ERR_INTERNAL', `could not hand the piece server to the uploader: ${err.message}`));
+        else resolve();
+      });
+    }));
+    return pid;
+  } finally {
+    release(child);
+  }
+}
+
+export async function ensureUploader(opts: UploaderOptions): Promise<UploaderHandle> {
+  const running = await findUploader(opts.home, opts.aliveTimeMs);
+  if (running) return running;
+
+  const child = spawnUploader(opts);
   try {
     const port = await new Promise<number>((resolve, reject) => {
       const t = setTimeout(() => reject(new DfError('DF_ERR_INTERNAL', 'the uploader did not start within 10 s')), 10_000);
@@ -71,9 +148,7 @@ export async function ensureUploader(opts: { home: string; uploadRateBytesPerSec
     const now = await readUploaderInfo(opts.home);
     return handle(port, now?.pid ?? child.pid ?? 0);
   } finally {
-    child.removeAllListeners();
-    if (child.connected) child.disconnect();
-    child.unref();
+    release(child);
   }
 }
 

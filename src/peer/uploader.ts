@@ -5,6 +5,7 @@
  * range of the data file is safe; the requester checks every digest anyway.
  */
 import * as http from 'node:http';
+import type * as net from 'node:net';
 import * as path from 'node:path';
 import * as fs from 'node:fs/promises';
 import { statSync } from 'node:fs';
@@ -18,6 +19,8 @@ const PEER_ID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
 /** A piece request's target as our piece client sends it, for the front (anything else goes to the HTTP handler). */
 const FAST_TARGET = /^\/pieces\/([a-f0-9]{64})\?peer=([A-Za-z0-9._%-]{1,384})$/;
 const KEEP_ALIVE_MS = 30_000;
+/** Longest a piece server handed over waits for its responses under way before it cuts them. */
+const HAND_OVER_DRAIN_MS = 5_000;
 
 /** Where a peer keeps the bytes of a task it downloads and serves. */
 export function dataFilePath(dataDir: string, taskId: string, peerId: string): string {
@@ -41,21 +44,27 @@ export class PieceUploader {
   port = 0;
   uploadedBytes = 0;
   private active = 0;
+  /** Called once no upload is under way (see handOver). */
+  private quiet?: () => void;
 
   constructor(private readonly opts: UploaderOptions) {}
 
   get activeUploads(): number { return this.active + (this.front?.active ?? 0); }
 
   /**
-   * Listens on port (0: any). Piece requests are answered by a RangeFront;
-   * the HTTP server behind it (never listening itself) takes the rest.
+   * Listens on port (0: any), or on the listening socket another process
+   * handed over. Piece requests are answered by a RangeFront; the HTTP
+   * server behind it (never listening itself) takes the rest.
    */
-  async start(port = 0, host = '0.0.0.0'): Promise<number> {
-    await fs.mkdir(this.opts.dataDir, { recursive: true });
+  async start(port: number | net.Server = 0, host = '0.0.0.0'): Promise<number> {
     const server = http.createServer((req, res) => {
       this.opts.onActivity?.();
       this.active++;
-      res.once('close', () => { this.active--; this.opts.onActivity?.(); });
+      res.once('close', () => {
+        this.active--;
+        this.opts.onActivity?.();
+        if (this.activeUploads === 0) this.quiet?.();
+      });
       this.handle(req, res).catch((err) => {
         this.opts.logger.debug({ err: String(err) }, 'upload ended early');
         if (!res.headersSent) sendText(res, 500, 'internal error'); else res.destroy();
@@ -71,8 +80,40 @@ export class PieceUploader {
       logger: this.opts.logger,
     });
     this.front = front;
+    if (typeof port !== 'number') {
+      // Served from now on, before anything is awaited (see RangeFront.adopt).
+      this.port = front.adopt(port);
+      await fs.mkdir(this.opts.dataDir, { recursive: true });
+      return this.port;
+    }
+    await fs.mkdir(this.opts.dataDir, { recursive: true });
     this.port = await front.listen(port, host);
     return this.port;
+  }
+
+  /**
+   * Gives the listening socket to another process and stops serving: `send`
+   * passes it on (child_process send with a server); then no connection is
+   * taken here any more, idle ones close, and the responses under way finish
+   * (a client's next request goes to the new owner of the port), or are
+   * cut after a few seconds (a client that stopped reading). Resolves once
+   * every connection is closed.
+   */
+  async handOver(send: (listener: net.Server) => Promise<void>): Promise<void> {
+    const f = this.front;
+    if (!f) return;
+    await send(f.listener);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      (async () => {
+        await f.drain();
+        if (this.activeUploads > 0) await new Promise<void>((resolve) => { this.quiet = resolve; });
+      })(),
+      new Promise<void>((resolve) => { timer = setTimeout(resolve, HAND_OVER_DRAIN_MS); }),
+    ]);
+    clearTimeout(timer);
+    this.quiet = undefined;
+    await this.close();
   }
 
   /** The data file a piece request names, when it is here (for the front). */
