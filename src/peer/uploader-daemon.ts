@@ -92,6 +92,22 @@ async function main(): Promise<void> {
       return true;
     },
   });
+  let stopping = false;
+  const stop = async (why: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ why }, 'uploader stopping');
+    await uploader.close();
+    await leaveAll(dataDir, log, process.pid);
+    // Only our own: if the home was removed under us, a newer uploader may own these names now.
+    if ((await readUploaderInfo(args.home))?.pid === process.pid) await fs.rm(infoPath(args.home), { force: true });
+    if (await lockOwner(args.home) === process.pid) await fs.rm(lockPath(args.home), { force: true });
+    process.exit(0);
+  };
+  // From the start: stopped while it starts, it still leaves the swarm (a
+  // dfget that handed over its socket has named us beside its task).
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
   const handing = args.inherit && args.home ? inherited(uploader) : undefined;
   const send = (m: object) => { if (process.send && process.connected) process.send(m, () => process.disconnect?.()); };
   if (!args.home) { send({ error: 'no --home' }); process.exit(2); }
@@ -114,18 +130,6 @@ async function main(): Promise<void> {
   log.info({ port, home: args.home, aliveTimeMs: args.aliveTimeMs, inherited: Boolean(handing), primary }, 'uploader started');
   send({ port });
 
-  let stopping = false;
-  const stop = async (why: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info({ why }, 'uploader stopping');
-    await uploader.close();
-    await leaveAll(dataDir, log, process.pid);
-    // Only our own: if the home was removed under us, a newer uploader may own these names now.
-    if ((await readUploaderInfo(args.home))?.pid === process.pid) await fs.rm(infoPath(args.home), { force: true });
-    if (await lockOwner(args.home) === process.pid) await fs.rm(lockPath(args.home), { force: true });
-    process.exit(0);
-  };
   function arm(): void {
     if (timer) clearTimeout(timer);
     const wait = expiresAt - Date.now();
@@ -137,8 +141,6 @@ async function main(): Promise<void> {
     }, Math.max(0, wait));
   }
   arm();
-  process.on('SIGTERM', () => void stop('SIGTERM'));
-  process.on('SIGINT', () => void stop('SIGINT'));
 }
 
 /**

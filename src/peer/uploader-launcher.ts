@@ -152,11 +152,18 @@ export async function ensureUploader(opts: UploaderOptions): Promise<UploaderHan
   }
 }
 
-/** Stops this home's uploader and waits until it has exited (tests and `dfget --stop-uploader`). */
+/** Stops this home's uploader and waits until it has exited (tests and benchmarks). */
 export async function stopUploader(home: string, timeoutMs = 10_000): Promise<void> {
   const info = await readUploaderInfo(home);
   if (!info || !pidAlive(info.pid)) return;
-  process.kill(info.pid, 'SIGTERM');
+  // One that is still starting (handed a socket a moment ago) answers once it
+  // is up: a signal before then could end it before it can leave the swarm.
+  await ping(info.port, 0);
+  try {
+    process.kill(info.pid, 'SIGTERM');
+  } catch {
+    return;
+  }
   const deadline = Date.now() + timeoutMs;
   while (pidAlive(info.pid)) {
     if (Date.now() > deadline) { process.kill(info.pid, 'SIGKILL'); break; }
