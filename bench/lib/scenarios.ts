@@ -14,6 +14,7 @@ import { metricValue } from '../../src/common/metrics';
 import { writeRegistriesConf } from '../../test/helpers/registry';
 import { verifyPulledImage } from './image';
 import { stopPid, type Spawned } from './netbed';
+import { pidAlive } from '../../src/peer/uploader-files';
 import { combineUsage, cpuBusyPct, cpuSnapshot, ProcSampler, readHookRecord, type ProcUsage } from './procstat';
 import {
   dfdaemonAvailable, dfdaemonMetrics, measuredEnv, ORIGIN_HOST, originBodyBytes, SN_HOST, startDfdaemon,
@@ -229,6 +230,17 @@ async function uploaderPid(home: string): Promise<number | undefined> {
   }
 }
 
+/** Waits (at most timeoutMs) until uploader pid of a dfget home logged that it started. */
+async function uploaderUp(home: string, pid: number, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const log = join(home, 'logs', 'uploader.log');
+  while (Date.now() < deadline && pidAlive(pid)) {
+    const text = await readFile(log, 'utf8').catch(() => '');
+    if (text.split('\n').some((l) => l.includes(`"pid":${pid},`) && l.includes('uploader started'))) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function supernodeDetails(sn: SupernodeHandle, ctx: BenchContext, snTxBefore: number, launchedAtMs: number) {
   const m = await sn.metrics().catch(() => '');
   const fetch = await sn.sourceFetchTimes();
@@ -282,6 +294,12 @@ async function runP2P(ctx: BenchContext, n: number, dir: string): Promise<Scenar
       if (pid) uploaders.set(h, pid);
     }
   }
+  // An uploader a dfget started as it exited may still be starting: stopped
+  // before it is up, it would leave no usage record (and not leave the swarm).
+  await Promise.all(hosts.map(async (h) => {
+    const pid = uploaders.get(h);
+    if (pid) await uploaderUp(home(h), pid, 10_000);
+  }));
   await Promise.all([...uploaders.values()].map((pid) => stopPid(pid, 10_000)));
   const snUsage = await stopSupernode(ctx, sn);
   const txAfter = await ctx.nb.tx(ORIGIN_HOST);
