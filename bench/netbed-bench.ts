@@ -6,6 +6,9 @@
  *   direct  every host fetches the file from the origin with curl
  *   p2p     every host runs dfget against the supernode
  *   image   every host pulls a 4-layer image with skopeo through its own dfdaemon
+ *   relay   (only when asked for) every host runs bench/lib/relay.ts: it takes
+ *           the file from the next host of a ring and serves it to the one
+ *           before, with nothing else: what moving the bytes costs on its own
  *
  *   npm run bench -- [--peers 16] [--rate 50mbit] [--size 64M]
  *                    [--scenarios direct,p2p,image] [--sweep] [--out DIR] [--netbed-id 7]
@@ -28,7 +31,7 @@ import { Netbed } from './lib/netbed';
 import { failedResult, runScenario } from './lib/scenarios';
 import { ORIGIN_HOST, SN_HOST, startOriginServer, startRegistryOnOrigin } from './lib/services';
 import { fmtBytes, fmtRate, formatTable, parseTcRate } from './lib/stats';
-import { SCENARIOS, type BenchContext, type BenchResults, type ScenarioName, type ScenarioResult } from './lib/types';
+import { DEFAULT_SCENARIOS, SCENARIOS, type BenchContext, type BenchResults, type ScenarioName, type ScenarioResult } from './lib/types';
 
 const REPO_ROOT = resolve(__dirname, '..', '..');
 const DIST = resolve(__dirname, '..');
@@ -41,7 +44,7 @@ function parseArgs(argv: string[]) {
     .option('peers', { type: 'number', default: 16, describe: 'Peer hosts N' })
     .option('rate', { type: 'string', default: '50mbit', describe: 'Rate of every link, up and down, as tc takes it (50mbit, 1gbit)' })
     .option('size', { type: 'string', default: '64M', describe: 'File size F (K, M, G = KiB, MiB, GiB); the image has 4 layers of F/4' })
-    .option('scenarios', { type: 'string', describe: 'Comma-separated: direct, p2p, image (default: all three; with --sweep: direct,p2p)' })
+    .option('scenarios', { type: 'string', describe: 'Comma-separated: direct, p2p, image, relay (default: direct,p2p,image; with --sweep: direct,p2p). relay: every host runs a bare Node program that takes the file from its neighbour and serves it to another, a reference for what moving the bytes costs (bench/README.md)' })
     .option('sweep', { type: 'boolean', default: false, describe: `Run every scenario for N = ${SWEEP_PEERS.join(', ')} (ignores --peers)` })
     .option('sweep-peers', { type: 'string', describe: 'The N values of --sweep, comma-separated' })
     .option('out', { type: 'string', default: '.bench-results', describe: 'Directory for results.json and chart.svg' })
@@ -144,7 +147,7 @@ async function main(): Promise<void> {
   const serviceNice = a['service-nice'];
   if (!Number.isInteger(serviceNice) || serviceNice < -20 || serviceNice > 19) fail('--service-nice must be an integer, -20 to 19');
   const uploadRateBytesPerSec = headroom > 0 ? Math.floor((rateBits / 8) * (1 - headroom / 100)) : 0;
-  const scenarios = (a.scenarios ?? (a.sweep ? 'direct,p2p' : SCENARIOS.join(',')))
+  const scenarios = (a.scenarios ?? (a.sweep ? 'direct,p2p' : DEFAULT_SCENARIOS.join(',')))
     .split(',').map((s) => s.trim()).filter(Boolean) as ScenarioName[];
   for (const s of scenarios) if (!SCENARIOS.includes(s)) fail(`unknown scenario "${s}"; known: ${SCENARIOS.join(', ')}`);
   if (scenarios.length === 0) fail('no scenario to run');

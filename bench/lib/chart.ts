@@ -5,7 +5,7 @@
  * origin's uplink alone needs for N copies (N*F/Us).
  */
 import { lowerBoundS, fmtBytes, fmtRate } from './stats';
-import type { ScenarioName, ScenarioResult } from './types';
+import { SCENARIOS, type ScenarioName, type ScenarioResult } from './types';
 
 const W = 760;
 const H = 470;
@@ -17,6 +17,7 @@ const STYLE: Record<ScenarioName, { color: string; label: string; marker: 'circl
   direct: { color: '#c0392b', label: 'direct (curl from the origin)', marker: 'circle' },
   p2p: { color: '#1f6fb4', label: 'p2p (dfget + supernode)', marker: 'square' },
   image: { color: '#2e8b3e', label: 'image (skopeo via dfdaemon)', marker: 'triangle' },
+  relay: { color: '#8e44ad', label: 'relay (bare Node, each host gets and sends F)', marker: 'circle' },
 };
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
@@ -109,7 +110,7 @@ export function renderChart(results: ScenarioResult[], info: ChartInfo = {}): st
   // Measured series; value labels are collected and placed after, so that
   // labels of points close together (p2p and image) do not overlap.
   const labels: Array<{ x: number; y: number; text: string; color: string }> = [];
-  for (const sc of ['direct', 'p2p', 'image'] as ScenarioName[]) {
+  for (const sc of SCENARIOS) {
     const pts = ok.filter((r) => r.scenario === sc).sort((a, b) => a.peers - b.peers);
     if (pts.length === 0) continue;
     const st = STYLE[sc];
@@ -138,7 +139,7 @@ export function renderChart(results: ScenarioResult[], info: ChartInfo = {}): st
 
   // Legend, top left inside the plot.
   const legend: Array<{ draw: (x: number, y: number) => string; label: string }> = [];
-  for (const sc of ['direct', 'p2p', 'image'] as ScenarioName[]) {
+  for (const sc of SCENARIOS) {
     if (!ok.some((r) => r.scenario === sc)) continue;
     const st = STYLE[sc];
     legend.push({

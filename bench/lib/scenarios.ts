@@ -1,5 +1,5 @@
 /**
- * The three scenarios. Each one prepares what must already run (supernode,
+ * The scenarios. Each one prepares what must already run (supernode,
  * dfdaemons), then starts the download on all N hosts at once, waits for the
  * last one, and measures: per-host times, bytes the origin host sent, CPU and
  * peak RSS of the supernode and of one peer (h1), and whether every host got
@@ -217,6 +217,40 @@ async function runDirect(ctx: BenchContext, n: number, dir: string): Promise<Sce
     peer: roleUsage(hosts[SAMPLE_HOST_INDEX], [['curl', peerUsage]]),
     allPeers: usage,
     notes: peerUsage ? ['peer = curl, sampled from /proc every 50 ms'] : [],
+  });
+}
+
+/** Port every relay listens on (each host has its own address). */
+const RELAY_PORT = 9100;
+
+/**
+ * Every host runs bench/lib/relay.ts: it serves the source file to the host
+ * before it in a ring and takes the file from the host after it. Each host
+ * receives F and sends F, as a p2p peer does, with nothing else: the CPU and
+ * time that moving the bytes costs on its own on this machine, with Node
+ * started at the clock as dfget is. The origin sends nothing.
+ */
+async function runRelay(ctx: BenchContext, n: number, dir: string): Promise<ScenarioResult> {
+  const hosts = ctx.peerHosts.slice(0, n);
+  if (n < 2) throw new Error('relay needs at least 2 hosts');
+  const dirs = await hostDirs(dir, hosts);
+  const out = (h: string): string => join(dirs.get(h)!, 'out', ctx.file.name);
+  const log = (h: string): string => join(dirs.get(h)!, 'relay.log');
+  const relay = join(__dirname, 'relay.js');
+  const env = measuredEnv(ctx);
+  const txBefore = await ctx.nb.tx(ORIGIN_HOST);
+  const timed = await startAllAndWait(hosts, (h, i) => ctx.nb.exec(h, process.execPath, [
+    relay, ctx.nb.ip(h), String(RELAY_PORT), ctx.file.path, ctx.nb.ip(hosts[(i + 1) % n]), out(h),
+  ], { logFile: log(h), env }), deadlineS(ctx, n, ctx.file.bytes));
+  const txAfter = await ctx.nb.tx(ORIGIN_HOST);
+  const usage = await Promise.all(timed.runs.map((r) => readHookRecord(ctx.procstatDir, r.pid)));
+  const hostResults = await verifyFiles(ctx, timed.runs, out, log);
+  return assemble(ctx, {
+    scenario: 'relay', n, fileBytes: ctx.file.bytes, timed, hostResults, txBefore, txAfter, bodyBytes: null,
+    supernode: null,
+    peer: roleUsage(hosts[SAMPLE_HOST_INDEX], [['relay', usage[SAMPLE_HOST_INDEX]]]),
+    allPeers: usage,
+    notes: [],
   });
 }
 
@@ -439,6 +473,7 @@ export async function runScenario(ctx: BenchContext, scenario: ScenarioName, n: 
       case 'direct': result = await runDirect(ctx, n, dir); break;
       case 'p2p': result = await runP2P(ctx, n, dir); break;
       case 'image': result = await runImage(ctx, n, dir); break;
+      case 'relay': result = await runRelay(ctx, n, dir); break;
       default: throw new Error(`unknown scenario ${String(scenario)}`);
     }
     return result;

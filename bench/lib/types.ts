@@ -2,8 +2,10 @@
 import type { Netbed } from './netbed';
 import type { ProcUsage } from './procstat';
 
-export type ScenarioName = 'direct' | 'p2p' | 'image';
-export const SCENARIOS: readonly ScenarioName[] = ['direct', 'p2p', 'image'];
+export type ScenarioName = 'direct' | 'p2p' | 'image' | 'relay';
+export const SCENARIOS: readonly ScenarioName[] = ['direct', 'p2p', 'image', 'relay'];
+/** What runs without --scenarios; `relay` (a reference, not the product) only when asked for. */
+export const DEFAULT_SCENARIOS: readonly ScenarioName[] = ['direct', 'p2p', 'image'];
 
 export interface HostResult {
   host: string;
