@@ -26,6 +26,7 @@ import yargs from 'yargs';
 import { parseSize } from '../src/common/units';
 import { makeRandomFile } from '../test/helpers/origin';
 import { renderChart } from './lib/chart';
+import { medianRun, runsFor } from './lib/repeat';
 import { prepareImage } from './lib/image';
 import { Netbed } from './lib/netbed';
 import { failedResult, runScenario } from './lib/scenarios';
@@ -52,6 +53,7 @@ function parseArgs(argv: string[]) {
     .option('static-neighbours', { type: 'boolean', default: true, describe: 'Permanent ARP entries on every host, so no connect() fails at address resolution over a saturated link (--no-static-neighbours: resolve as usual)' })
     .option('upload-headroom', { type: 'number', default: 2, describe: 'Percent below the link rate at which the supernode, every dfget and every dfdaemon cap their piece uploads (--upload-rate), so that a full uplink does not hold up the acknowledgements of what the host downloads; 0 = no cap' })
     .option('service-nice', { type: 'number', default: -10, describe: 'Nice value of the origin server, the registry and the supernode (-20..19). They stand for machines of their own, and should not wait behind the N hosts\' programs for the shared cores; 0 = the same as every other program' })
+    .option('repeat', { type: 'number', default: 1, describe: 'Runs of each scenario at each N (direct runs once: its time is set by the origin\'s uplink); the table reports the median run and lists every run\'s time' })
     .option('timeout', { type: 'number', describe: 'Seconds before a scenario\'s hosts are killed (default: 3 x N x F / Us + 30)' })
     .strict()
     .version(false)
@@ -82,6 +84,7 @@ function gitDescribe(): string | null {
 const cell = (v: number | null | undefined, digits = 1): string => (v === null || v === undefined ? '-' : v.toFixed(digits));
 
 function printTables(results: ScenarioResult[]): void {
+  const repeated = results.some((r) => r.repeats);
   const rows = results.map((r) => [
     r.scenario,
     String(r.peers),
@@ -97,9 +100,11 @@ function printTables(results: ScenarioResult[]): void {
     cell(r.cpuFloorS),
     `${Math.round(r.machineCpuBusyPct)}%`,
     r.verified ? 'yes' : `NO (${r.hostsVerified}/${r.peers})`,
+    ...(repeated ? [r.repeats ? r.repeats.lastS.map((x) => cell(x)).join(' ') : '-'] : []),
   ]);
   process.stdout.write(`\n${formatTable(
-    ['scenario', 'N', 'last s', 'median s', 'bound s', 'last/bound', 'origin sent', 'SN cpu s', 'SN MiB', 'peer cpu s', 'peer MiB', 'cpu floor s', 'cpu busy', 'verified'],
+    ['scenario', 'N', 'last s', 'median s', 'bound s', 'last/bound', 'origin sent', 'SN cpu s', 'SN MiB', 'peer cpu s', 'peer MiB', 'cpu floor s', 'cpu busy', 'verified',
+      ...(repeated ? ['last s of each run'] : [])],
     rows,
   )}\n`);
   const withP2P = results.filter((r) => r.p2p);
@@ -147,6 +152,8 @@ async function main(): Promise<void> {
   const serviceNice = a['service-nice'];
   if (!Number.isInteger(serviceNice) || serviceNice < -20 || serviceNice > 19) fail('--service-nice must be an integer, -20 to 19');
   const uploadRateBytesPerSec = headroom > 0 ? Math.floor((rateBits / 8) * (1 - headroom / 100)) : 0;
+  const repeat = a.repeat;
+  if (!Number.isInteger(repeat) || repeat < 1 || repeat > 20) fail('--repeat must be an integer, 1 to 20');
   const scenarios = (a.scenarios ?? (a.sweep ? 'direct,p2p' : DEFAULT_SCENARIOS.join(',')))
     .split(',').map((s) => s.trim()).filter(Boolean) as ScenarioName[];
   for (const s of scenarios) if (!SCENARIOS.includes(s)) fail(`unknown scenario "${s}"; known: ${SCENARIOS.join(', ')}`);
@@ -206,8 +213,10 @@ async function main(): Promise<void> {
       staticNeighbours: a['static-neighbours'],
       uploadHeadroomPct: headroom,
       serviceNice,
+      repeat,
     },
     results: [],
+    ...(repeat > 1 ? { runs: [] } : {}),
     allVerified: false,
   };
   await mkdir(outDir, { recursive: true });
@@ -261,12 +270,19 @@ async function main(): Promise<void> {
 
   for (const n of peersList) {
     for (const sc of scenarios) {
-      log(`${sc}: N=${n} ...`);
-      const r = sc === 'image' && imageError
-        ? failedResult(ctx, sc, n, sizeBytes, `image preparation failed: ${imageError}`)
-        : await runScenario(ctx, sc, n);
-      results.results.push(r);
-      log(`${sc}: N=${n} last ${r.lastS ?? '-'} s, median ${r.medianS ?? '-'} s, bound ${r.boundS} s, ratio ${r.ratio ?? '-'}, origin sent ${r.originTxRatio}x F, verified ${r.verified ? 'yes' : `no (${r.hostsVerified}/${n})`}`);
+      const k = runsFor(sc, repeat);
+      const runs: ScenarioResult[] = [];
+      for (let i = 1; i <= k; i++) {
+        const which = k > 1 ? ` run ${i}/${k}` : '';
+        log(`${sc}: N=${n}${which} ...`);
+        const r = sc === 'image' && imageError
+          ? failedResult(ctx, sc, n, sizeBytes, `image preparation failed: ${imageError}`)
+          : await runScenario(ctx, sc, n);
+        runs.push(r);
+        results.runs?.push(r);
+        log(`${sc}: N=${n}${which} last ${r.lastS ?? '-'} s, median ${r.medianS ?? '-'} s, bound ${r.boundS} s, ratio ${r.ratio ?? '-'}, origin sent ${r.originTxRatio}x F, verified ${r.verified ? 'yes' : `no (${r.hostsVerified}/${n})`}`);
+      }
+      results.results.push(medianRun(runs));
       save();
     }
   }

@@ -95,6 +95,13 @@ export interface ScenarioResult {
   hosts: HostResult[];
   p2p?: P2PDetails;
   image?: ImageDetails;
+  /** With --repeat K (K > 1): every run's figures, in run order; this result is the median run (bench/lib/repeat.ts). */
+  repeats?: {
+    lastS: Array<number | null>;
+    medianS: Array<number | null>;
+    cpuFloorS: Array<number | null>;
+    verified: boolean[];
+  };
   notes: string[];
 }
 
@@ -120,8 +127,13 @@ export interface BenchResults {
     uploadHeadroomPct?: number;
     /** Nice value of the origin server, the registry and the supernode. */
     serviceNice?: number;
+    /** --repeat: runs of each scenario but direct at each N. */
+    repeat?: number;
   };
+  /** One result per scenario and N: the median run when it ran more than once. */
   results: ScenarioResult[];
+  /** With --repeat K > 1: every run, in the order they ran. */
+  runs?: ScenarioResult[];
   /** True when every result verified. */
   allVerified: boolean;
 }

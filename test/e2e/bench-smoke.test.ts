@@ -1,8 +1,8 @@
 /**
  * The multi-host benchmark in miniature, so it cannot rot: 3 peer hosts, a
- * 4 MiB file, 200 Mbit/s links, all three scenarios, on its own testbed
- * (NETBED_ID 42). It must exit 0, every result must verify, and it must leave
- * no host behind.
+ * 4 MiB file, 200 Mbit/s links, every scenario, each but direct run twice
+ * (--repeat 2), on its own testbed (NETBED_ID 42). It must exit 0, every
+ * result must verify, and it must leave no host behind.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -27,7 +27,7 @@ function whyNot(): string | undefined {
   return undefined;
 }
 
-test('netbed bench, short: direct, p2p and image on 3 hosts all verify', { timeout: 180_000 }, async (t) => {
+test('netbed bench, short: direct, p2p, image and relay on 3 hosts all verify', { timeout: 180_000 }, async (t) => {
   // scripts/setup.sh provides all of it: a missing piece is a broken set-up, not a reason to skip.
   const missing = whyNot();
   assert.equal(missing, undefined, missing);
@@ -36,8 +36,8 @@ test('netbed bench, short: direct, p2p and image on 3 hosts all verify', { timeo
 
   const child = spawn(process.execPath, [
     join(DIST, 'bench', 'netbed-bench.js'),
-    '--peers', '3', '--size', '4M', '--rate', '200mbit', '--scenarios', 'direct,p2p,image',
-    '--netbed-id', NETBED_ID, '--out', out,
+    '--peers', '3', '--size', '4M', '--rate', '200mbit', '--scenarios', 'direct,p2p,image,relay',
+    '--repeat', '2', '--netbed-id', NETBED_ID, '--out', out,
   ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NETBED } });
   let output = '';
   child.stdout.on('data', (b: Buffer) => { output += b.toString(); });
@@ -50,19 +50,27 @@ test('netbed bench, short: direct, p2p and image on 3 hosts all verify', { timeo
   assert.equal(code, 0, output);
 
   const res = JSON.parse(await readFile(join(out, 'results.json'), 'utf8')) as BenchResults;
-  assert.deepEqual(res.results.map((r) => r.scenario), ['direct', 'p2p', 'image']);
+  assert.deepEqual(res.results.map((r) => r.scenario), ['direct', 'p2p', 'image', 'relay']);
+  // Every run is kept; each result but direct's is the median of its two.
+  assert.deepEqual(res.runs?.map((r) => r.scenario), ['direct', 'p2p', 'p2p', 'image', 'image', 'relay', 'relay']);
+  assert.equal(res.results[0].repeats, undefined);
+  for (const r of res.results.slice(1)) {
+    assert.equal(r.repeats?.lastS.length, 2, `${r.scenario}: ${JSON.stringify(r.repeats)}`);
+    assert.ok(r.repeats.lastS.includes(r.lastS), `${r.scenario}: ${r.lastS} is none of its runs`);
+  }
   for (const r of res.results) {
     assert.equal(r.verified, true, `${r.scenario}: ${JSON.stringify(r.hosts)} ${r.notes.join('; ')}`);
     assert.equal(r.peers, 3);
     assert.equal(r.hosts.length, 3);
     assert.ok(r.lastS !== null && r.lastS > 0, `${r.scenario}: no time`);
     assert.ok(r.boundS > 0 && r.ratio !== null && r.ratio > 0.5, `${r.scenario}: ratio ${r.ratio}`);
-    assert.ok(r.originTxBytes > 0, `${r.scenario}: the origin sent nothing`);
+    if (r.scenario !== 'relay') assert.ok(r.originTxBytes > 0, `${r.scenario}: the origin sent nothing`);
   }
   assert.equal(res.allVerified, true);
   const direct = res.results[0];
   const p2p = res.results[1];
   const image = res.results[2];
+  const relay = res.results[3];
   // Direct sends the file once per host; P2P sends it once through the supernode.
   assert.ok(direct.originTxRatio >= 2.9, `direct: origin sent ${direct.originTxRatio} x F`);
   assert.ok(p2p.originTxRatio < 1.5, `p2p: origin sent ${p2p.originTxRatio} x F`);
@@ -71,6 +79,9 @@ test('netbed bench, short: direct, p2p and image on 3 hosts all verify', { timeo
   assert.ok(p2p.p2p && p2p.p2p.piecesFromPeers + p2p.p2p.piecesFromSupernode > 0, 'no piece was scheduled');
   assert.equal(image.image?.layers, 4);
   assert.ok((image.image?.blobBytesViaP2P ?? 0) > 0, 'no blob byte went through P2P');
+  // The relay hosts take the file from each other: the origin sends none of it.
+  assert.ok(relay.originTxRatio < 0.1, `relay: origin sent ${relay.originTxRatio} x F`);
+  assert.ok(relay.peer && relay.peer.cpuS > 0, 'no relay CPU');
 
   const svg = await readFile(join(out, 'chart.svg'), 'utf8');
   assert.match(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
