@@ -129,6 +129,10 @@ export function renderChart(results: ScenarioResult[], info: ChartInfo = {}): st
   for (const group of groupBy(labels, (l) => Math.round(l.x))) {
     group.sort((p, q) => p.y - q.y);
     for (let i = 1; i < group.length; i++) group[i].y = Math.max(group[i].y, group[i - 1].y + 13);
+    // Points close to the x axis (every scenario near the bound) would push
+    // their labels below it: the stack moves up to end inside the plot.
+    const over = group[group.length - 1].y - (M.top + PH - 4);
+    if (over > 0) for (const l of group) l.y -= over;
     for (const l of group) {
       // Near the right edge, put the label on the left of its point.
       const right = l.x + l.text.length * 6.2 > W - 4;
