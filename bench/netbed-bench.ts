@@ -54,6 +54,7 @@ function parseArgs(argv: string[]) {
     .option('upload-headroom', { type: 'number', default: 2, describe: 'Percent below the link rate at which the supernode, every dfget and every dfdaemon cap their piece uploads (--upload-rate), so that a full uplink does not hold up the acknowledgements of what the host downloads; 0 = no cap' })
     .option('service-nice', { type: 'number', default: -10, describe: 'Nice value of the origin server, the registry and the supernode (-20..19). They stand for machines of their own, and should not wait behind the N hosts\' programs for the shared cores; 0 = the same as every other program' })
     .option('repeat', { type: 'number', default: 1, describe: 'Runs of each scenario at each N (direct runs once: its time is set by the origin\'s uplink); the table reports the median run and lists every run\'s time' })
+    .option('supernode-args', { type: 'string', default: '', describe: 'More flags for every supernode a scenario starts, space-separated, given with = since they start with dashes (--supernode-args="--peer-down-limit 4 --peer-up-limit 4"), to compare its settings on the testbed' })
     .option('timeout', { type: 'number', describe: 'Seconds before a scenario\'s hosts are killed (default: 3 x N x F / Us + 30)' })
     .strict()
     .version(false)
@@ -154,6 +155,10 @@ async function main(): Promise<void> {
   const uploadRateBytesPerSec = headroom > 0 ? Math.floor((rateBits / 8) * (1 - headroom / 100)) : 0;
   const repeat = a.repeat;
   if (!Number.isInteger(repeat) || repeat < 1 || repeat > 20) fail('--repeat must be an integer, 1 to 20');
+  const supernodeArgs = a['supernode-args'].split(/\s+/).filter(Boolean);
+  for (const f of supernodeArgs) {
+    if (['--advertise-ip', '--home-dir', '--port', '--download-port', '--listen'].includes(f.split('=')[0])) fail(`--supernode-args may not set ${f.split('=')[0]}: the benchmark sets it`);
+  }
   const scenarios = (a.scenarios ?? (a.sweep ? 'direct,p2p' : DEFAULT_SCENARIOS.join(',')))
     .split(',').map((s) => s.trim()).filter(Boolean) as ScenarioName[];
   for (const s of scenarios) if (!SCENARIOS.includes(s)) fail(`unknown scenario "${s}"; known: ${SCENARIOS.join(', ')}`);
@@ -214,6 +219,7 @@ async function main(): Promise<void> {
       uploadHeadroomPct: headroom,
       serviceNice,
       repeat,
+      supernodeArgs,
     },
     results: [],
     ...(repeat > 1 ? { runs: [] } : {}),
@@ -248,6 +254,7 @@ async function main(): Promise<void> {
     rateBitsPerSec: rateBits,
     uploadRateBytesPerSec,
     serviceNice,
+    supernodeArgs,
     peerHosts,
     file: { path: file.path, name: 'file.bin', bytes: sizeBytes, sha256: file.sha256, url: origin.url },
     originStatsUrl: origin.statsUrl,

@@ -107,7 +107,7 @@ export async function startSupernode(ctx: BenchContext, dir: string): Promise<Su
   const s = ctx.nb.exec(SN_HOST, ...niced(ctx.serviceNice, process.execPath, [
     join(ctx.distDir, 'src', 'cli', 'supernode.js'),
     '--advertise-ip', ip, '--home-dir', join(dir, 'supernode-home'), '--max-bandwidth', '1G',
-    ...uploadRateArgs(ctx),
+    ...uploadRateArgs(ctx), ...ctx.supernodeArgs,
   ]), { logFile, pipeStdout: true, env: measuredEnv(ctx) });
   const ready = await readyLine<{ port: number; downloadPort: number }>(s, 'supernode', logFile, 30_000);
   const metricsUrl = `http://${ip}:${ready.downloadPort}/metrics`;

@@ -129,6 +129,8 @@ export interface BenchResults {
     serviceNice?: number;
     /** --repeat: runs of each scenario but direct at each N. */
     repeat?: number;
+    /** --supernode-args, as given. */
+    supernodeArgs?: string[];
   };
   /** One result per scenario and N: the median run when it ran more than once. */
   results: ScenarioResult[];
@@ -154,6 +156,8 @@ export interface BenchContext {
   uploadRateBytesPerSec: number;
   /** Nice value of the origin server, the registry and the supernode (0 = as the hosts' programs). */
   serviceNice: number;
+  /** More flags for every supernode the scenarios start (--supernode-args). */
+  supernodeArgs: string[];
   /** All peer hosts that are up (h1..hMAX); a scenario with N peers uses the first N. */
   peerHosts: string[];
   file: { path: string; name: string; bytes: number; sha256: string; url: string };
