@@ -27,6 +27,12 @@ function whyNot(): string | undefined {
   return undefined;
 }
 
+test('netbed bench: --supernode-args may not set what the benchmark sets', () => {
+  const r = spawnSync(process.execPath, [join(DIST, 'bench', 'netbed-bench.js'), '--supernode-args=--home-dir /tmp/x'], { encoding: 'utf8' });
+  assert.equal(r.status, 2, r.stderr);
+  assert.match(r.stderr, /--supernode-args may not set --home-dir/);
+});
+
 test('netbed bench, short: direct, p2p, image and relay on 3 hosts all verify', { timeout: 180_000 }, async (t) => {
   // scripts/setup.sh provides all of it: a missing piece is a broken set-up, not a reason to skip.
   const missing = whyNot();
@@ -37,7 +43,7 @@ test('netbed bench, short: direct, p2p, image and relay on 3 hosts all verify', 
   const child = spawn(process.execPath, [
     join(DIST, 'bench', 'netbed-bench.js'),
     '--peers', '3', '--size', '4M', '--rate', '200mbit', '--scenarios', 'direct,p2p,image,relay',
-    '--repeat', '2', '--netbed-id', NETBED_ID, '--out', out,
+    '--repeat', '2', '--supernode-args=--piece-size 64K', '--netbed-id', NETBED_ID, '--out', out,
   ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NETBED } });
   let output = '';
   child.stdout.on('data', (b: Buffer) => { output += b.toString(); });
@@ -77,6 +83,9 @@ test('netbed bench, short: direct, p2p, image and relay on 3 hosts all verify', 
   assert.ok(p2p.supernode && p2p.supernode.cpuS > 0 && p2p.supernode.maxRssMiB > 0, 'no supernode CPU/RSS');
   assert.ok(p2p.peer && p2p.peer.cpuS > 0 && p2p.peer.maxRssMiB > 0, 'no peer CPU/RSS');
   assert.ok(p2p.p2p && p2p.p2p.piecesFromPeers + p2p.p2p.piecesFromSupernode > 0, 'no piece was scheduled');
+  // --supernode-args reached the supernode: its pieces are 64 KiB, not the 256 KiB it picks for 4 MiB.
+  assert.deepEqual(res.config.supernodeArgs, ['--piece-size', '64K']);
+  assert.equal(p2p.p2p.pieceSizeBytes, 64 * 1024);
   assert.equal(image.image?.layers, 4);
   assert.ok((image.image?.blobBytesViaP2P ?? 0) > 0, 'no blob byte went through P2P');
   // The relay hosts take the file from each other: the origin sends none of it.
