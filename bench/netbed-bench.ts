@@ -12,6 +12,7 @@
  *
  *   npm run bench -- [--peers 16] [--rate 50mbit] [--size 64M]
  *                    [--scenarios direct,p2p,image] [--sweep] [--out DIR] [--netbed-id 7]
+ *                    [--repeat K] [--supernode-args="FLAGS"]
  *
  * Prints a table, writes DIR/results.json and DIR/chart.svg. Needs root,
  * iproute2 (ip, tc) and curl; the image scenario also docker-registry, skopeo

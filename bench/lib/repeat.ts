@@ -18,7 +18,7 @@ const timeOf = (r: ScenarioResult): number => r.lastS ?? Number.POSITIVE_INFINIT
 export function medianRun(runs: ScenarioResult[]): ScenarioResult {
   if (runs.length === 0) throw new Error('no runs');
   if (runs.length === 1) return runs[0];
-  const order = runs.map((r, i) => i).sort((a, b) => timeOf(runs[a]) - timeOf(runs[b]) || a - b);
+  const order = runs.map((_r, i) => i).sort((a, b) => timeOf(runs[a]) - timeOf(runs[b]) || a - b);
   const pick = order[Math.floor((runs.length - 1) / 2)];
   const chosen = runs[pick];
   const failed = runs.map((r, i) => (r.verified ? -1 : i + 1)).filter((i) => i > 0);
