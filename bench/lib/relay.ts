@@ -52,7 +52,7 @@ function serve(socket: net.Socket): void {
   next();
 }
 
-function fetch(deadline: number): void {
+function fetchFromNext(deadline: number): void {
   const fd = fs.openSync(out, 'w');
   const buf = Buffer.allocUnsafe(CHUNK_BYTES);
   let got = 0;
@@ -75,10 +75,10 @@ function fetch(deadline: number): void {
   });
   socket.on('error', (e: NodeJS.ErrnoException) => {
     fs.closeSync(fd);
-    if (e.code === 'ECONNREFUSED' && got === 0 && Date.now() < deadline) setTimeout(() => fetch(deadline), RETRY_MS);
+    if (e.code === 'ECONNREFUSED' && got === 0 && Date.now() < deadline) setTimeout(() => fetchFromNext(deadline), RETRY_MS);
     else fail(`fetching from ${nextIp}:${port}: ${e.message}`);
   });
   socket.on('end', () => { if (got !== size) fail(`${nextIp}:${port} sent ${got} of ${size} bytes`); });
 }
 
-net.createServer({ noDelay: true }, serve).listen(port, listenIp, () => fetch(Date.now() + GIVE_UP_MS));
+net.createServer({ noDelay: true }, serve).listen(port, listenIp, () => fetchFromNext(Date.now() + GIVE_UP_MS));
