@@ -150,15 +150,18 @@ async function main(): Promise<void> {
  */
 async function leaveAll(dataDir: string, log: ReturnType<typeof createLogger>, owner: number | 'dead'): Promise<void> {
   const names = (await fs.readdir(dataDir).catch(() => [] as string[])).filter((n) => n.endsWith(SIDECAR_SUFFIX));
-  if (names.length === 0) return;
-  // gRPC is loaded only when there is someone to tell: the uploader starts light.
-  const { SupernodeClients } = await import('../supernode/client');
-  const clients = new SupernodeClients();
-  await Promise.all(names.map(async (n) => {
+  const ours = (await Promise.all(names.map(async (n) => {
     const sidePath = path.join(dataDir, n);
     const side = JSON.parse(await fs.readFile(sidePath, 'utf8').catch(() => '{}')) as Partial<TaskSidecar>;
     const pid = typeof side.uploaderPid === 'number' ? side.uploaderPid : 0;
-    if (owner === 'dead' ? pid !== 0 && pidAlive(pid) : pid !== owner) return;
+    return (owner === 'dead' ? pid !== 0 && pidAlive(pid) : pid !== owner) ? undefined : { sidePath, side };
+  }))).filter((t) => t !== undefined);
+  if (ours.length === 0) return;
+  // gRPC is loaded only when there is someone to tell: an uploader a dfget
+  // hands its tasks to starts light (their sidecars already name it).
+  const { SupernodeClients } = await import('../supernode/client');
+  const clients = new SupernodeClients();
+  await Promise.all(ours.map(async ({ sidePath, side }) => {
     if (side.node && side.peerId && side.taskId) {
       await clients.leave(side.node, side.peerId, side.taskId);
       log.debug({ taskId: side.taskId, peerId: side.peerId }, 'left the task');

@@ -300,6 +300,30 @@ test('an uploader whose home was removed under it leaves the next uploader\'s fi
   assert.equal(Number(await fs.readFile(path.join(home, 'uploader.lock'), 'utf8')), second.pid);
 });
 
+test('an uploader that died without leaving is taken out of the swarm by the next uploader of its home, which removes its pieces', async (t) => {
+  const { dir, file, origin, sn, home: peerHome } = await fixture(t, 2 * MiB);
+  const home = peerHome('crashed');
+  const args = (out: string, h: string) => ['--url', origin.url('f.bin'), '-o', path.join(dir, out), '--node', sn.addr, '--home', h, '--ratelimit', '500M', '--notbs'];
+  const first = await runCli('dfget', args('first.out', home));
+  assert.equal(first.code, 0, first.stderr);
+  const info = await readUploaderInfo(home);
+  assert.ok(info, 'no uploader after the first download');
+  process.kill(info.pid, 'SIGKILL');
+  const deadline = Date.now() + 10_000;
+  while (pidAlive(info.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+  const dataDir = path.join(home, 'data');
+  assert.equal((await fs.readdir(dataDir)).length, 2, 'the piece file and its sidecar should outlive the killed uploader');
+
+  // The new uploader answers once the supernode was told and the files are gone.
+  await ensureUploader({ home, uploadRateBytesPerSec: 0, aliveTimeMs: 60_000 });
+  assert.deepEqual(await fs.readdir(dataDir), []);
+  // Nobody is sent to the dead peer's port any more.
+  const second = await runCli('dfget', args('second.out', peerHome('second')));
+  assert.equal(second.code, 0, second.stderr);
+  assert.equal(await sha256File(path.join(dir, 'second.out')), file.sha256);
+  assert.equal(metricValue(await sn.metrics(), 'dragonfly_supernode_piece_results_total', { holder: 'peer', result: 'failure' }), 0);
+});
+
 test('a download that cannot write its data file fails with DF_ERR_OUTPUT_PATH and blames no holder', async (t) => {
   const { dir, origin, sn, home: peerHome } = await fixture(t, 1 * MiB);
   await warmSupernode(dir, origin.url('f.bin'), sn.addr, peerHome('warm'));
