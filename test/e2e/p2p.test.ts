@@ -309,6 +309,7 @@ test('an uploader that died without leaving is taken out of the swarm by the nex
   const info = await readUploaderInfo(home);
   assert.ok(info, 'no uploader after the first download');
   process.kill(info.pid, 'SIGKILL');
+  // Detached, not our child: there is no exit event to wait on.
   const deadline = Date.now() + 10_000;
   while (pidAlive(info.pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
   const dataDir = path.join(home, 'data');
