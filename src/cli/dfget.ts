@@ -20,7 +20,7 @@ export function parseDfgetArgs(argv: string[]) {
   return finishParser(yargs(argv), PROG)
     .usage('$0 --url URL -o FILE [options]\n\nDownloads URL to FILE through the P2P network: pieces come from other peers and the supernode, each is verified, and FILE appears only once the whole file has verified. Falls back to the source when no supernode answers, unless --notbs.')
     .option('url', { alias: 'u', type: 'string', demandOption: true, describe: 'Source URL (http or https)' })
-    .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'Where to write the file; its directory must exist' })
+    .option('output', { alias: 'o', type: 'string', demandOption: true, describe: 'Where to write the file; its directory must exist, and it may not be the --home directory or one of its entries' })
     .option('node', { alias: 'n', type: 'string', array: true, default: [`127.0.0.1:${DEFAULTS.supernodePort}`], describe: 'Supernodes, HOST:PORT[,HOST:PORT], tried in order' })
     .option('ratelimit', { alias: 's', type: 'string', default: '20M', describe: 'Download rate limit in bytes/s (K, M, G = KiB, MiB, GiB), for peer and source bytes alike' })
     .option('header', { alias: 'H', type: 'string', array: true, describe: "Header sent to the source, 'Name: value'; repeatable" })
@@ -68,7 +68,7 @@ async function main(): Promise<void> {
     die(PROG, err);
   }
   try {
-    await checkOutput(opts.output);
+    await checkOutput(opts.output, opts.home);
   } catch (err) {
     die(PROG, err);
   }

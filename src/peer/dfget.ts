@@ -102,7 +102,7 @@ async function keepHeld(d: P2PDownload, dataPath: string, tmp: string): Promise<
 
 export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
   const started = Date.now();
-  await checkOutput(opts.output);
+  await checkOutput(opts.output, opts.home);
   const outAbs = path.resolve(opts.output);
   const peerId = newPeerId();
   const tmp = path.join(path.dirname(outAbs), `.${path.basename(outAbs)}.${peerId}.dfget.tmp`);

@@ -4,8 +4,30 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { DfError } from '../common/errors';
 
-/** The output's directory must exist and be writable, and FILE must not be a directory. */
-export async function checkOutput(output: string): Promise<void> {
+/** What dfget and its uploader keep in --home: FILE may be none of these, nor lie under the first two. */
+const HOME_ENTRIES = ['data', 'logs', 'uploader.lock', 'uploader.json'];
+
+/** Whether `child` is `parent` or lies under it (both absolute). */
+function within(parent: string, child: string): boolean {
+  const rel = path.relative(parent, child);
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
+}
+
+/**
+ * The output's directory must exist and be writable, and FILE must not be a
+ * directory. With the home given, FILE must not be the home, a directory
+ * above it, or one of the home's own entries: dfget would make a directory
+ * there, or overwrite the uploader's state, and find out only at the end.
+ */
+export async function checkOutput(output: string, home?: string): Promise<void> {
+  if (home !== undefined) {
+    const out = path.resolve(output);
+    const h = path.resolve(home);
+    if (within(out, h)) throw new DfError('DF_ERR_OUTPUT_PATH', `output ${output} is the --home directory ${h} or above it`);
+    if (HOME_ENTRIES.some((e) => within(path.join(h, e), out))) {
+      throw new DfError('DF_ERR_OUTPUT_PATH', `output ${output} is inside the --home directory's own files (${HOME_ENTRIES.join(', ')})`);
+    }
+  }
   const dir = path.dirname(path.resolve(output));
   const st = await fsp.stat(dir).catch(() => undefined);
   if (!st || !st.isDirectory()) throw new DfError('DF_ERR_OUTPUT_PATH', `output directory ${dir} does not exist`);

@@ -75,6 +75,9 @@ test('bad input: one line, a documented exit code, no stack trace, no file', asy
   const home = peerHome('home');
   const base = ['--node', '127.0.0.1:1', '--home', home];
   const cases: Array<{ name: string; args: string[]; code: number; re: RegExp; out: string }> = [
+    // First: the later cases make the home.
+    { name: '-o is the home', args: ['--url', origin.url('f.bin'), '-o', home], code: 3, re: /DF_ERR_OUTPUT_PATH: output .* is the --home directory/, out: 'home' },
+    { name: '-o in the home\'s data', args: ['--url', origin.url('f.bin'), '-o', path.join(home, 'data', 'r9')], code: 3, re: /DF_ERR_OUTPUT_PATH: output .* is inside the --home directory's own files/, out: 'home' },
     { name: 'invalid --ratelimit', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r1'), '--ratelimit', 'fast'], code: 2, re: /DF_ERR_INVALID_ARGUMENT: invalid --ratelimit/, out: 'r1' },
     { name: 'zero --ratelimit', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r0'), '--ratelimit', '0'], code: 2, re: /DF_ERR_INVALID_ARGUMENT/, out: 'r0' },
     { name: 'not http(s)', args: ['--url', 'ftp://127.0.0.1/f.bin', '-o', path.join(dir, 'r2')], code: 2, re: /DF_ERR_INVALID_URL: unsupported URL scheme "ftp"/, out: 'r2' },

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import * as path from 'node:path';
 import { VERSION } from '../../src/common/constants';
 import { parseDuration, parseRate, parseSize } from '../../src/common/units';
@@ -15,7 +16,9 @@ import { metricValue } from '../../src/common/metrics';
 import { autoPieceSize } from '../../src/supernode/cdn';
 import { missingRuns } from '../../src/peer/backsource';
 import { parseSupernodeArgs, schedulerLimits, translateJavaProps } from '../../src/cli/supernode';
+import { checkOutput } from '../../src/peer/output';
 import { CLI } from '../helpers/procs';
+import { tempDir } from '../helpers/origin';
 
 const code = (fn: () => unknown) => { try { fn(); } catch (e) { return (e as DfError).code; } return 'none'; };
 
@@ -178,4 +181,27 @@ test('missingRuns: the byte runs of the pieces not held, adjacent ones joined, t
   // Past 64 runs: one request from the first missing byte to the last.
   const every2nd = { contentLength: 200 * 100, pieceSize: 100, held: new Set(Array.from({ length: 100 }, (_, i) => 2 * i)) };
   assert.deepEqual(missingRuns(every2nd), [{ start: 100, end: 19_999 }]);
+});
+
+test('dfget\'s output may not be its home, above it, or one of the home\'s own entries', async () => {
+  const d = await tempDir('df-out-');
+  const home = path.join(d, 'home');
+  const rejected = async (out: string) => {
+    await assert.rejects(checkOutput(out, home), (e: DfError) => e.code === 'DF_ERR_OUTPUT_PATH' && /--home/.test(e.message), out);
+  };
+  await rejected(home);
+  await rejected(`${home}/`);
+  await rejected(d);
+  await rejected(path.join(home, 'data'));
+  await rejected(path.join(home, 'data', 'x.bin'));
+  await rejected(path.join(home, 'logs', 'uploader.log'));
+  await rejected(path.join(home, 'uploader.json'));
+  // Names that only look alike are fine.
+  await checkOutput(path.join(d, 'home2'), home);
+  await checkOutput(path.join(d, 'home.bin'), home);
+  await mkdir(home);
+  await checkOutput(path.join(home, 'database.bin'), home);
+  await checkOutput(path.join(home, 'out.bin'), home);
+  // Without a home only the output's own checks apply.
+  await checkOutput(path.join(home, 'data.bin'));
 });
