@@ -8,7 +8,7 @@ export const EXIT_CODES_HELP = [
   '  0  success',
   '  1  internal error',
   '  2  invalid argument, URL, digest or config',
-  '  3  output path unusable (missing directory, not writable)',
+  '  3  output path or dfget\'s --home unusable (missing directory, not writable)',
   '  4  source unreachable, answered an HTTP error, or sent a truncated body',
   '  5  digest mismatch (the bytes are not what --digest/--md5 promised)',
   '  6  P2P network unavailable or failed, and --notbs forbids the source',

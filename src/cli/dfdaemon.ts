@@ -66,7 +66,7 @@ function buildParser(argv: string[]) {
     })
     .option('home', {
       type: 'string',
-      describe: 'Working directory of the P2P peer',
+      describe: 'Working directory of the P2P peer; made if missing (exit 2 when it cannot be)',
       defaultDescription: '~/.small-dragonfly/dfdaemon',
     })
     .option('config', {

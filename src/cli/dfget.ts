@@ -32,7 +32,7 @@ export function parseDfgetArgs(argv: string[]) {
     .option('notbs', { type: 'boolean', default: false, describe: 'Never fetch from the source: fail when the P2P download fails' })
     .option('alivetime', { type: 'string', default: '5m', describe: 'How long this host keeps serving its pieces after dfget exits' })
     .option('upload-rate', { type: 'string', default: '100M', describe: 'Upload rate limit of this host\'s piece server, bytes/s' })
-    .option('home', { type: 'string', default: path.join(os.homedir(), '.small-dragonfly'), describe: 'Directory for served pieces, the uploader\'s state and logs' })
+    .option('home', { type: 'string', default: path.join(os.homedir(), '.small-dragonfly'), describe: 'Directory for served pieces, the uploader\'s state and logs; made if missing (exit 3 when it cannot be)' })
     .option('showbar', { alias: 'b', type: 'boolean', default: false, describe: 'Show a progress bar even when stderr is not a terminal' })
     .option('verbose', { type: 'boolean', default: false, describe: 'Log debug details to stderr' })
     .parseSync();
@@ -41,6 +41,8 @@ export function parseDfgetArgs(argv: string[]) {
 export function buildOptions(a: ReturnType<typeof parseDfgetArgs>): Omit<DfgetOptions, 'logger'> {
   parseHttpUrl(a.url);
   if (!a.output) throw Object.assign(new Error('-o FILE must not be empty'), { code: 'DF_ERR_INVALID_ARGUMENT' });
+  const timeoutMs = parseDuration(a.timeout, '--timeout');
+  if (timeoutMs <= 0) throw Object.assign(new Error(`invalid --timeout "${a.timeout}": must be greater than 0`), { code: 'DF_ERR_INVALID_ARGUMENT' });
   return {
     url: a.url,
     output: a.output,
@@ -51,7 +53,7 @@ export function buildOptions(a: ReturnType<typeof parseDfgetArgs>): Omit<DfgetOp
     identifier: a.identifier,
     sha256: a.digest !== undefined ? parseDigest(a.digest).hex : undefined,
     md5: a.md5 !== undefined ? parseMd5(a.md5).hex : undefined,
-    timeoutMs: parseDuration(a.timeout, '--timeout'),
+    timeoutMs,
     notbs: a.notbs,
     aliveTimeMs: parseDuration(a.alivetime, '--alivetime'),
     uploadRateBytesPerSec: parseRate(a['upload-rate'], '--upload-rate'),

@@ -64,7 +64,7 @@ export function parseSupernodeArgs(argv: string[]) {
     .option('port', { type: 'number', default: DEFAULTS.supernodePort, describe: 'gRPC port for peers (register, scheduling)' })
     .option('download-port', { type: 'number', default: DEFAULTS.supernodeDownloadPort, describe: 'HTTP port serving pieces to peers, plus /metrics and /healthz' })
     .option('listen', { type: 'string', default: '0.0.0.0', describe: 'Address both ports listen on' })
-    .option('home-dir', { type: 'string', default: DEFAULTS.supernodeHomeDir, describe: 'Cache directory: pieces (repo/) and task metadata (meta/)' })
+    .option('home-dir', { type: 'string', default: DEFAULTS.supernodeHomeDir, describe: 'Cache directory: pieces (repo/) and task metadata (meta/); made if missing (exit 2 when it cannot be)' })
     .option('max-bandwidth', { type: 'string', default: '200M', describe: 'Cap on bytes/s pulled from sources, all tasks together (K, M, G = KiB, MiB, GiB; 0 = unlimited)' })
     .option('upload-rate', { type: 'string', default: '0', describe: 'Cap on bytes/s of pieces sent to peers, all together (K, M, G = KiB, MiB, GiB; 0 = unlimited). A little below the uplink (e.g. 95 %) keeps the source fetch fast: a full uplink delays the source\'s acknowledgements' })
     .option('peer-down-limit', { type: 'number', default: DEFAULT_SCHEDULER_OPTIONS.maxInFlightPerPeer, describe: 'Pieces of one task a peer downloads at once (1-64)' })

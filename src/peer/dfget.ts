@@ -21,6 +21,7 @@ import { findUploader, handOverToUploader } from './uploader-launcher';
 import { checkOutput } from './output';
 import { SIDECAR_SUFFIX, type TaskSidecar } from './uploader-files';
 import { SupernodeClients } from '../supernode/client';
+import { makeHomeDirs } from '../common/dirs';
 
 export interface DfgetOptions {
   url: string;
@@ -195,7 +196,8 @@ async function p2p(opts: DfgetOptions, peerId: string, limiter: RateLimiter, log
   // hands its listening socket to a new detached uploader that serves them
   // on after we exit: no second program starts beside every download.
   const uploader = await findUploader(opts.home, leaseMs);
-  await fsp.mkdir(dataDir, { recursive: true });
+  // An unusable home is the operator's setting to fix, not a reason to load the source instead.
+  makeHomeDirs(dataDir, `--home ${opts.home}`, 'DF_ERR_OUTPUT_PATH');
   const server = uploader ? undefined : new PieceUploader({ dataDir, limiter: uplinkLimiter(opts.uploadRateBytesPerSec), logger: log });
   if (uploader) {
     keepAlive = setInterval(() => void uploader.keepAlive(leaseMs), pingMs);

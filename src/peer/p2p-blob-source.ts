@@ -22,6 +22,7 @@ import type { BlobRange, BlobRequest, BlobSource, OpenedBlob } from './blob-sour
 import { P2PDownload } from './downloader';
 import { PieceUploader, dataFilePath } from './uploader';
 import { SupernodeClients } from '../supernode/client';
+import { makeHomeDirs } from '../common/dirs';
 
 export interface P2PBlobSourceOptions {
   /** Supernodes "host:port", tried in order. */
@@ -136,6 +137,7 @@ export class P2PBlobSource extends EventEmitter implements BlobSource {
     this.started ??= (async () => {
       // Blob files of an earlier run were never announced to this run's supernode: start clean.
       await fs.rm(this.dataDir, { recursive: true, force: true });
+      makeHomeDirs(this.dataDir, `home directory ${this.opts.homeDir}`);
       const port = await this.uploader.start(this.opts.uploadPort ?? 0);
       // The first blob should not wait for the connection to the supernode.
       const first = this.opts.nodes[0];

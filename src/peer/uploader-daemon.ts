@@ -20,6 +20,7 @@ import { createLogger } from '../common/logger';
 import { uplinkLimiter } from '../common/ratelimit';
 import { sendText } from '../common/file-server';
 import { PieceUploader } from './uploader';
+import { makeDirs } from '../common/dirs';
 import type * as net from 'node:net';
 import {
   readUploaderInfo, pidAlive, lockPath, infoPath, lockOwner, claimLock, writeUploaderInfo, type TaskSidecar, SIDECAR_SUFFIX,
@@ -120,7 +121,7 @@ async function main(): Promise<void> {
     primary = handed.primary && await lockOwner(args.home) === process.pid;
     if (primary) await leaveAll(dataDir, log, 'dead');
   } else {
-    await fs.mkdir(args.home, { recursive: true });
+    makeDirs(args.home);
     const existing = await acquireLock(args.home);
     if (existing !== undefined) { send({ port: existing }); return; }
     await leaveAll(dataDir, log, 'dead');

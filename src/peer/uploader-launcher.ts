@@ -7,6 +7,7 @@ import * as os from 'node:os';
 import { DfError } from '../common/errors';
 import { readUploaderInfo, pidAlive, claimLock, writeUploaderInfo } from './uploader-files';
 import type { PieceUploader } from './uploader';
+import { makeDirs } from '../common/dirs';
 
 export interface UploaderHandle {
   port: number;
@@ -51,7 +52,7 @@ interface UploaderOptions { home: string; uploadRateBytesPerSec: number; aliveTi
 /** Starts a detached uploader (see uploader-daemon.ts) with an IPC channel to us. */
 function spawnUploader(opts: UploaderOptions, extra: string[] = []): ChildProcess {
   const logDir = path.join(opts.home, 'logs');
-  fs.mkdirSync(logDir, { recursive: true });
+  makeDirs(logDir);
   // The uploader outlives us: its output goes to its own log file, never to
   // our pipes (a test runner or CI would wait on them).
   const logFd = fs.openSync(path.join(logDir, 'uploader.log'), 'a');

@@ -7,12 +7,12 @@
 import * as http from 'node:http';
 import type * as net from 'node:net';
 import * as path from 'node:path';
-import * as fs from 'node:fs/promises';
 import { statSync } from 'node:fs';
 import type { Logger } from '../common/logger';
 import { sendText } from '../common/file-server';
 import { RangeFront, sendTarget, type RangeTarget } from '../common/range-front';
 import type { RateLimiter } from '../common/ratelimit';
+import { makeDirs } from '../common/dirs';
 
 const PIECE_PATH = /^\/pieces\/([a-f0-9]{64})$/;
 const PEER_ID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
@@ -83,10 +83,10 @@ export class PieceUploader {
     if (typeof port !== 'number') {
       // Served from now on, before anything is awaited (see RangeFront.adopt).
       this.port = front.adopt(port);
-      await fs.mkdir(this.opts.dataDir, { recursive: true });
+      makeDirs(this.opts.dataDir);
       return this.port;
     }
-    await fs.mkdir(this.opts.dataDir, { recursive: true });
+    makeDirs(this.opts.dataDir);
     this.port = await front.listen(port, host);
     return this.port;
   }

@@ -1,5 +1,4 @@
 /** The supernode: task manager + gRPC scheduling service + piece download port. */
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import type { Dispatcher } from 'undici';
@@ -16,6 +15,7 @@ import { startGrpcServer, supernodeHandlers } from './grpc-server';
 import { createPieceServer } from './piece-server';
 import type { SchedulerOptions } from './scheduler';
 import type { CachePolicy, Eviction } from './cache-gc';
+import { makeHomeDirs } from '../common/dirs';
 
 export interface SupernodeOptions {
   homeDir: string;
@@ -61,7 +61,7 @@ export class Supernode {
     const { opts } = this;
     const listenHost = opts.listenHost ?? '0.0.0.0';
     const dataDir = path.join(opts.homeDir, 'repo');
-    await fs.mkdir(dataDir, { recursive: true });
+    makeHomeDirs(dataDir, `home directory ${opts.homeDir}`);
     const store = new LevelTaskStore(path.join(opts.homeDir, 'meta'));
     await store.open();
     this.store = store;

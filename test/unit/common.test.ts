@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { VERSION } from '../../src/common/constants';
 import { parseDuration, parseRate, parseSize } from '../../src/common/units';
@@ -17,8 +17,10 @@ import { autoPieceSize } from '../../src/supernode/cdn';
 import { missingRuns } from '../../src/peer/backsource';
 import { parseSupernodeArgs, schedulerLimits, translateJavaProps } from '../../src/cli/supernode';
 import { checkOutput } from '../../src/peer/output';
+import { makeDirs } from '../../src/common/dirs';
 import { CLI } from '../helpers/procs';
 import { tempDir } from '../helpers/origin';
+import { tempDirSync } from '../helpers/tmp';
 
 const code = (fn: () => unknown) => { try { fn(); } catch (e) { return (e as DfError).code; } return 'none'; };
 
@@ -204,4 +206,32 @@ test('dfget\'s output may not be its home, above it, or one of the home\'s own e
   await checkOutput(path.join(home, 'out.bin'), home);
   // Without a home only the output's own checks apply.
   await checkOutput(path.join(home, 'data.bin'));
+});
+
+test('makeDirs makes missing parents, accepts a directory that is there, and fails at once where Node\'s recursive mkdir never returns', async () => {
+  const d = await tempDir('df-dirs-');
+  makeDirs(path.join(d, 'a', 'b', 'c'));
+  assert.ok((await stat(path.join(d, 'a', 'b', 'c'))).isDirectory());
+  makeDirs(path.join(d, 'a', 'b'));
+  await writeFile(path.join(d, 'f'), 'x');
+  assert.throws(() => makeDirs(path.join(d, 'f')), { code: 'EEXIST' });
+  assert.throws(() => makeDirs(path.join(d, 'f', 'g')), { code: 'ENOTDIR' });
+  // procfs answers ENOENT although /proc exists; fs.mkdir(..., { recursive: true }) spins on that forever.
+  assert.throws(() => makeDirs('/proc/df-no-such-dir/data'), { code: 'ENOENT' });
+});
+
+test('an unusable home stops each program at once with a coded error; dfget does not turn to the source', () => {
+  const run = (prog: string, args: string[]) => spawnSync(process.execPath, [CLI(prog), ...args], { encoding: 'utf8', timeout: 20_000 });
+  const last = (stderr: string) => stderr.trim().split('\n').pop() ?? '';
+  const home = '/proc/df-no-such-home';
+  const sn = run('supernode', ['--advertise-ip', '127.0.0.1', '--port', '0', '--download-port', '0', '--home-dir', home]);
+  assert.equal(sn.status, 2, sn.stderr);
+  assert.match(last(sn.stderr), /^supernode: DF_ERR_INVALID_ARGUMENT: home directory \/proc\/df-no-such-home is not usable: ENOENT/);
+  const dd = run('dfdaemon', ['--port', '0', '--registry', 'http://127.0.0.1:9', '--node', '127.0.0.1:1', '--home', home]);
+  assert.equal(dd.status, 2, dd.stderr);
+  assert.match(last(dd.stderr), /^dfdaemon: DF_ERR_INVALID_ARGUMENT: home directory \/proc\/df-no-such-home is not usable: ENOENT/);
+  // Without --notbs: a wrong home is not a reason to fetch from the source (nothing listens at the URL either way).
+  const dg = run('dfget', ['--url', 'http://127.0.0.1:9/f.bin', '-o', path.join(tempDirSync(), 'out'), '--node', '127.0.0.1:1', '--home', `${home}/h`]);
+  assert.equal(dg.status, 3, dg.stderr);
+  assert.match(last(dg.stderr), /^dfget: DF_ERR_OUTPUT_PATH: --home \/proc\/df-no-such-home\/h is not usable: ENOENT/);
 });
