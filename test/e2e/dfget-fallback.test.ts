@@ -80,6 +80,7 @@ test('bad input: one line, a documented exit code, no stack trace, no file', asy
     { name: '-o in the home\'s data', args: ['--url', origin.url('f.bin'), '-o', path.join(home, 'data', 'r9')], code: 3, re: /DF_ERR_OUTPUT_PATH: output .* is inside the --home directory's own files/, out: 'home' },
     { name: 'invalid --ratelimit', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r1'), '--ratelimit', 'fast'], code: 2, re: /DF_ERR_INVALID_ARGUMENT: invalid --ratelimit/, out: 'r1' },
     { name: 'zero --ratelimit', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r0'), '--ratelimit', '0'], code: 2, re: /DF_ERR_INVALID_ARGUMENT/, out: 'r0' },
+    { name: 'zero --timeout', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'r10'), '--timeout', '0s'], code: 2, re: /DF_ERR_INVALID_ARGUMENT: invalid --timeout "0s": must be greater than 0/, out: 'r10' },
     { name: 'not http(s)', args: ['--url', 'ftp://127.0.0.1/f.bin', '-o', path.join(dir, 'r2')], code: 2, re: /DF_ERR_INVALID_URL: unsupported URL scheme "ftp"/, out: 'r2' },
     { name: 'unreachable URL', args: ['--url', 'http://127.0.0.1:1/f.bin', '-o', path.join(dir, 'r3')], code: 4, re: /DF_ERR_SOURCE_UNREACHABLE/, out: 'r3' },
     { name: 'missing directory', args: ['--url', origin.url('f.bin'), '-o', path.join(dir, 'nope', 'r4')], code: 3, re: /DF_ERR_OUTPUT_PATH: output directory .* does not exist/, out: 'r4' },
