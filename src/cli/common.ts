@@ -13,6 +13,7 @@ export const EXIT_CODES_HELP = [
   '  5  digest mismatch (the bytes are not what --digest/--md5 promised)',
   '  6  P2P network unavailable or failed, and --notbs forbids the source',
   '  7  timeout',
+  '  130, 143  dfget interrupted by SIGINT or SIGTERM (what it wrote is removed)',
 ].join('\n');
 
 /** Prints one line for the error (no stack trace) and exits with its code. */

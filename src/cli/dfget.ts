@@ -13,6 +13,7 @@ import type { DfgetOptions } from '../peer/dfget';
 import type * as Dfget from '../peer/dfget';
 import { checkOutput } from '../peer/output';
 import { die, finishParser } from './common';
+import { DfError, oneLine, toDfError } from '../common/errors';
 
 const PROG = 'dfget';
 
@@ -87,13 +88,29 @@ async function main(): Promise<void> {
     if (total > 0) bar.setTotal(total);
     bar.update(done, { doneH: formatBytes(done), totalH: total > 0 ? formatBytes(total) : '?' });
   } : undefined;
+  // Ctrl-C or a TERM: the download stops, what it wrote goes, the supernode
+  // is told, and dfget exits 130 or 143 as a shell expects; a second signal
+  // ends it at once.
+  const interrupt = new AbortController();
+  let exitOnSignal = 0;
+  const onSignal = (signal: NodeJS.Signals, code: number) => () => {
+    if (exitOnSignal) process.exit(exitOnSignal);
+    exitOnSignal = code;
+    interrupt.abort(new DfError('DF_ERR_CLOSED', `interrupted by ${signal}`));
+  };
+  process.on('SIGINT', onSignal('SIGINT', 130));
+  process.on('SIGTERM', onSignal('SIGTERM', 143));
   try {
-    const r = await dfget({ ...opts, logger, onProgress });
+    const r = await dfget({ ...opts, logger, onProgress, signal: interrupt.signal });
     bar?.stop();
     if (showBar) process.stderr.write(`${PROG}: downloaded ${formatBytes(r.length)} in ${(r.ms / 1000).toFixed(1)} s via ${r.via}\n`);
     process.exit(0);
   } catch (err) {
     bar?.stop();
+    if (exitOnSignal) {
+      process.stderr.write(`${oneLine(PROG, toDfError(err))}\n`);
+      process.exit(exitOnSignal);
+    }
     die(PROG, err);
   }
 }

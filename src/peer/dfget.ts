@@ -43,6 +43,12 @@ export interface DfgetOptions {
   logger: Logger;
   /** Progress: bytes done, total (-1 unknown). */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Stops the download when aborted (a signal to the CLI): dfget then rejects
+   * with the DfError given as the reason, having removed what it wrote and
+   * left the swarm, and does not turn to the source.
+   */
+  signal?: AbortSignal;
 }
 
 export interface DfgetResult {
@@ -113,23 +119,29 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
   let current: P2PDownload | undefined;
   // What becomes of this process's piece server, once FILE is in place (see p2p()).
   const serving: { end?: () => Promise<void> } = {};
-  const timer = setTimeout(() => {
-    const err = new DfError('DF_ERR_TIMEOUT', `download did not finish within ${Math.round(opts.timeoutMs / 1000)} s`);
+  const stop = (err: DfError) => {
+    if (abort.signal.aborted) return;
     abort.abort(err);
     current?.cancel(err);
+  };
+  const timer = setTimeout(() => {
+    stop(new DfError('DF_ERR_TIMEOUT', `download did not finish within ${Math.round(opts.timeoutMs / 1000)} s`));
   }, opts.timeoutMs);
+  const onCancel = () => stop(toDfError(opts.signal?.reason ?? new DfError('DF_ERR_CLOSED', 'download cancelled')));
+  if (opts.signal?.aborted) onCancel();
+  opts.signal?.addEventListener('abort', onCancel, { once: true });
   try {
     let fallbackReason: string | undefined;
     // Pieces a failed P2P download verified, moved to tmp (only when a digest will check the result).
     const left: { pieces?: BackSource.HeldPieces } = {};
     if (opts.nodes.length > 0) {
       try {
-        const length = await p2p(opts, peerId, limiter, log, tmp, (d) => { current = d; }, left, serving);
+        const length = await p2p(opts, peerId, limiter, log, tmp, (d) => { current = d; if (abort.signal.aborted) d.cancel(abort.signal.reason as DfError); }, left, serving);
         await fsp.rename(tmp, outAbs);
         return { via: 'p2p', length, ms: Date.now() - started };
       } catch (err) {
         const e = abort.signal.aborted ? (abort.signal.reason as DfError) : toDfError(err);
-        if (e.code === 'DF_ERR_TIMEOUT' || e.code === 'DF_ERR_DIGEST_MISMATCH' || e.code === 'DF_ERR_OUTPUT_PATH') throw e;
+        if (abort.signal.aborted || e.code === 'DF_ERR_TIMEOUT' || e.code === 'DF_ERR_DIGEST_MISMATCH' || e.code === 'DF_ERR_OUTPUT_PATH') throw e;
         if (opts.notbs) {
           throw e.code.startsWith('DF_ERR_SOURCE') || e.code === 'DF_ERR_SUPERNODE_UNAVAILABLE' ? e
             : new DfError('DF_ERR_P2P_FAILED', `P2P download failed and --notbs forbids the source: ${e.message}`);
@@ -176,6 +188,7 @@ export async function dfget(opts: DfgetOptions): Promise<DfgetResult> {
     }
   } finally {
     clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', onCancel);
     await fsp.rm(tmp, { force: true });
     await serving.end?.();
   }

@@ -71,6 +71,8 @@ export class P2PDownload extends EventEmitter {
   private readonly pieces = new PieceClient();
   private readonly badHolders = new Set<string>();
   private finished = false;
+  /** Why the download was stopped, when it was (cancel() may come before run() got this far). */
+  private failure?: DfError;
   private streamClosed = false;
   private stallTimer?: NodeJS.Timeout;
   private settle!: { resolve: () => void; reject: (e: DfError) => void };
@@ -104,6 +106,7 @@ export class P2PDownload extends EventEmitter {
       log.debug({ node, ip, contentLength: res.contentLength, pieceSize: res.pieceSize }, 'registered');
       await new Promise<void>((resolve, reject) => {
         this.settle = { resolve, reject };
+        if (this.failure) { reject(this.failure); return; }
         this.openStream(log);
         this.checkDone();
       });
@@ -326,6 +329,7 @@ export class P2PDownload extends EventEmitter {
   private finish(err?: DfError): void {
     if (this.finished) return;
     this.finished = true;
+    this.failure = err;
     if (this.stallTimer) clearTimeout(this.stallTimer);
     if (err) this.abort.abort();
     // A complete download whose piece server is not up yet ends its stream in

@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import { once } from 'node:events';
 import { metricValue } from '../../src/common/metrics';
 import { sha256File } from '../helpers/origin';
-import { fixture, runCli } from '../helpers/procs';
+import { spawn } from 'node:child_process';
+import { CLI, fixture, runCli, stderrLines } from '../helpers/procs';
 
 const MiB = 1024 * 1024;
 
@@ -95,6 +96,29 @@ test('bad input: one line, a documented exit code, no stack trace, no file', asy
     assert.match(oneErrorLine(r.stderr), c.re, c.name);
     assert.deepEqual(await leftovers(dir, c.out), [], `${c.name} left a file`);
     await fsp.access(path.join(dir, 'nope')).then(() => assert.fail('created the missing directory'), () => undefined);
+  }
+});
+
+test('SIGTERM or Ctrl-C: dfget stops, removes what it wrote, leaves the swarm, and exits 143 or 130', async (t) => {
+  const { dir, origin, sn, home: peerHome } = await fixture(t, 8 * MiB);
+  for (const [signal, exitCode] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+    const home = peerHome(`home-${signal}`);
+    const out = path.join(dir, `out-${signal}`);
+    const proc = spawn(process.execPath, [CLI('dfget'), '--url', origin.url('f.bin'), '-o', out, '--node', sn.addr, '--home', home,
+      '--ratelimit', '1M', '--notbs', '--verbose'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    t.after(() => { if (proc.exitCode === null) proc.kill('SIGKILL'); });
+    let stderr = '';
+    proc.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const exited = once(proc, 'exit');
+    // Some pieces are held (and served) when the signal comes.
+    await stderrLines({ proc, stderr: () => stderr }, '"msg":"piece done"', 2, 30_000);
+    proc.kill(signal);
+    const [code] = await exited;
+    assert.equal(code, exitCode, stderr);
+    assert.match(stderr.trim().split('\n').pop() ?? '', new RegExp(`^dfget: DF_ERR_CLOSED: interrupted by ${signal}$`));
+    assert.deepEqual(await fsp.readdir(path.join(home, 'data')), [], `${signal}: pieces left in the home`);
+    assert.deepEqual((await fsp.readdir(dir)).filter((f) => f.includes(`out-${signal}`)), [], `${signal}: output left`);
+    assert.equal(metricValue(await sn.metrics(), 'dragonfly_supernode_peers'), 0, `${signal}: still in the swarm`);
   }
 });
 
