@@ -25,7 +25,7 @@ import { VERSION } from '../common/constants';
 import { DfError, toDfError } from '../common/errors';
 import type { DfdaemonMetrics } from '../common/metrics';
 import type { RateLimiter } from '../common/ratelimit';
-import type { BlobRange, BlobSource, OpenedBlob } from '../peer/blob-source';
+import { RangeNotSatisfiable, type BlobRange, type BlobSource, type OpenedBlob } from '../peer/blob-source';
 import { ByteCounter, DigestVerifier, discard, ExactLength, ThrottleStream } from './blob-streams';
 import { headerValue, relayResponse, type RequestContext } from './passthrough';
 import type { ProxyRules } from './proxy-rules';
@@ -81,10 +81,10 @@ function blobHeaders(digest: string): Record<string, string> {
 async function forward(
   body: Readable, bytes: number, res: ServerResponse, signal: AbortSignal,
   onChunk: (chunk: Buffer) => Buffer | undefined,
-  opts: { pace?: (bytes: number) => Promise<void>; recycle?: (chunk: Buffer) => void } = {},
+  opts: { pace?: (bytes: number) => Promise<void>; recycle?: (chunk: Buffer) => void; from?: 'upstream' | 'p2p' } = {},
 ): Promise<void> {
   const { pace, recycle } = opts;
-  const exact = pipelineCb(body, new ExactLength(bytes), () => undefined);
+  const exact = pipelineCb(body, new ExactLength(bytes, opts.from), () => undefined);
   for await (const chunk of exact as AsyncIterable<Buffer>) {
     if (pace) await pace(chunk.length);
     const out = onChunk(chunk);
@@ -92,6 +92,12 @@ async function forward(
     const written = recycle && out === chunk ? (err?: Error | null) => { if (!err) recycle(chunk); } : undefined;
     if (!res.write(out, written)) await once(res, 'drain', { signal });
   }
+}
+
+/** Whether a Content-Range value is bytes 0 to the last byte of the whole: "bytes 0-(N-1)/N". */
+function coversWhole(contentRange: string): boolean {
+  const m = /^bytes 0-(\d+)\/(\d+)$/.exec(contentRange.trim());
+  return m !== null && Number(m[1]) + 1 === Number(m[2]);
 }
 
 function rangeNotSatisfiable(ctx: RequestContext, digest: string, reason: string, total?: number): void {
@@ -198,7 +204,7 @@ export class BlobHandler {
       await forward(opened.body, length, ctx.res, ctx.signal, (chunk) => {
         taken += chunk.length;
         return this.counted(chunk, 'p2p');
-      }, { recycle: opened.recycle });
+      }, { recycle: opened.recycle, from: 'p2p' });
     } catch (e) {
       if (ctx.signal.aborted || ctx.res.destroyed) {
         ctx.res.destroy();
@@ -334,7 +340,7 @@ export class BlobHandler {
     }
     if (err.code === 'DF_ERR_RANGE_NOT_SATISFIABLE') {
       ctx.via = 'p2p';
-      rangeNotSatisfiable(ctx, digest.digest, err.message);
+      rangeNotSatisfiable(ctx, digest.digest, err.message, err instanceof RangeNotSatisfiable ? err.total : undefined);
       return true;
     }
     ctx.log.warn({ code: err.code, err: err.message, digest: digest.digest }, 'P2P network cannot serve the blob; fetching it from the upstream directly');
@@ -383,13 +389,11 @@ export class BlobHandler {
     const len = headerValue(up.headers, 'content-length');
     if (len !== undefined) out['content-length'] = len;
     const stages: Transform[] = [new ThrottleStream(this.d.limiter)];
-    if (up.status === 206) {
-      const cr = headerValue(up.headers, 'content-range');
-      if (cr) out['content-range'] = cr;
-    } else {
-      // Only a whole blob can be checked against its digest.
-      stages.push(new DigestVerifier(digest.algorithm, digest.hex));
-    }
+    const cr = up.status === 206 ? headerValue(up.headers, 'content-range') : undefined;
+    if (cr) out['content-range'] = cr;
+    // Only a whole blob can be checked against its digest: a 200, or a 206 of
+    // bytes 0 to the end (what `Range: bytes=0-` asks for).
+    if (up.status === 200 || (cr !== undefined && coversWhole(cr))) stages.push(new DigestVerifier(digest.algorithm, digest.hex));
     if (len !== undefined && /^\d+$/.test(len)) stages.push(new ExactLength(Number(len)));
     stages.push(new ByteCounter((n) => this.d.metrics.blobBytes.inc({ via: 'direct' }, n)));
     ctx.res.writeHead(up.status, out);
@@ -397,7 +401,8 @@ export class BlobHandler {
       await pipeline([up.body, ...stages, ctx.res]);
     } catch (e) {
       if (!ctx.signal.aborted) {
-        const err = toDfError(e);
+        // After the head, a failure with no code of ours is the upstream's body breaking off.
+        const err = toDfError(e, 'DF_ERR_SOURCE_TRUNCATED');
         ctx.log.warn({ code: err.code, err: err.message, digest: digest.digest }, 'direct blob stream failed; connection closed');
       }
       ctx.res.destroy();

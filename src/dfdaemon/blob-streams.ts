@@ -68,17 +68,20 @@ export class ThrottleStream extends Transform {
  */
 export class ExactLength extends Transform {
   private readonly expected: number;
+  private readonly code: 'DF_ERR_SOURCE_TRUNCATED' | 'DF_ERR_P2P_FAILED';
   private seen = 0;
 
-  constructor(expected: number) {
+  /** `from`: where the body comes from, which the error's code names. */
+  constructor(expected: number, from: 'upstream' | 'p2p' = 'upstream') {
     super();
     this.expected = expected;
+    this.code = from === 'p2p' ? 'DF_ERR_P2P_FAILED' : 'DF_ERR_SOURCE_TRUNCATED';
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
     this.seen += chunk.length;
     if (this.seen > this.expected) {
-      cb(new DfError('DF_ERR_P2P_FAILED', `blob body longer than the ${this.expected} bytes announced`));
+      cb(new DfError(this.code, `blob body longer than the ${this.expected} bytes announced`));
       return;
     }
     cb(null, chunk);
@@ -86,7 +89,7 @@ export class ExactLength extends Transform {
 
   override _flush(cb: TransformCallback): void {
     if (this.seen !== this.expected) {
-      cb(new DfError('DF_ERR_SOURCE_TRUNCATED', `blob body ended after ${this.seen} of ${this.expected} bytes`));
+      cb(new DfError(this.code, `blob body ended after ${this.seen} of ${this.expected} bytes`));
       return;
     }
     cb();

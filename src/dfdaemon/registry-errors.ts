@@ -47,6 +47,20 @@ export function codeForStatus(status: number, kind: 'blob' | 'manifest' | 'other
   }
 }
 
+/**
+ * The whole answer, as bytes for a raw socket, to a request Node's HTTP
+ * parser refused (no ServerResponse exists for it): 431 when its head was too
+ * large, 400 otherwise, with the connection closed.
+ */
+export function rawRegistryError(parserCode: string | undefined): string {
+  const [status, reason, message] = parserCode === 'HPE_HEADER_OVERFLOW'
+    ? [431, 'Request Header Fields Too Large', 'request head too large']
+    : [400, 'Bad Request', 'malformed HTTP request'];
+  const body = JSON.stringify({ errors: [{ code: 'UNSUPPORTED', message }] });
+  return `HTTP/1.1 ${status} ${reason}\r\ndocker-distribution-api-version: registry/2.0\r\ncontent-type: application/json; charset=utf-8\r\n`
+    + `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+}
+
 /** Headers every locally made registry answer carries. */
 export const API_VERSION_HEADER = { 'docker-distribution-api-version': 'registry/2.0' } as const;
 

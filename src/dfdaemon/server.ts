@@ -19,7 +19,7 @@ import { BlobHandler } from './blob-handler';
 import type { DfdaemonConfig } from './config';
 import { passThrough, type RequestContext } from './passthrough';
 import { ProxyRules } from './proxy-rules';
-import { API_VERSION_HEADER, RegistryError, sendRegistryError } from './registry-errors';
+import { API_VERSION_HEADER, rawRegistryError, RegistryError, sendRegistryError } from './registry-errors';
 import { parseRoute, splitTarget, type Route } from './routes';
 import { Upstream } from './upstream';
 import { pullScope } from './upstream-auth';
@@ -65,8 +65,9 @@ export class DfdaemonServer {
     this.server = createServer((req, res) => this.onRequest(req, res));
     // Bad bytes on a socket are the client's problem, not ours.
     this.server.on('clientError', (err, socket) => {
-      this.logger.debug({ err: err.message }, 'bad HTTP request from client');
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n');
+      const code = (err as NodeJS.ErrnoException).code;
+      this.logger.debug({ err: err.message, code }, 'bad HTTP request from client');
+      if (socket.writable) socket.end(rawRegistryError(code));
       else socket.destroy();
     });
   }

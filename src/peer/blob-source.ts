@@ -4,6 +4,7 @@
  * falls back to fetching the upstream directly when open() rejects.
  */
 import type { Readable } from 'node:stream';
+import { DfError } from '../common/errors';
 
 export interface BlobRequest {
   /** Upstream blob URL, e.g. https://registry/v2/library/alpine/blobs/sha256:... */
@@ -12,6 +13,13 @@ export interface BlobRequest {
   headers: Record<string, string>;
   /** "sha256:<hex>": the blob's digest; it is also the task identity. */
   digest: string;
+}
+
+/** open() of a range that starts past the blob's end: `total` is the blob's length, for the 416's Content-Range. */
+export class RangeNotSatisfiable extends DfError {
+  constructor(readonly total: number, message: string) {
+    super('DF_ERR_RANGE_NOT_SATISFIABLE', message);
+  }
 }
 
 export interface BlobRange {

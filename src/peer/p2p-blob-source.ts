@@ -18,7 +18,7 @@ import { DfError, toDfError } from '../common/errors';
 import { parseDigest } from '../common/digest';
 import type { Logger } from '../common/logger';
 import { RateLimiter, uplinkLimiter } from '../common/ratelimit';
-import type { BlobRange, BlobRequest, BlobSource, OpenedBlob } from './blob-source';
+import { RangeNotSatisfiable, type BlobRange, type BlobRequest, type BlobSource, type OpenedBlob } from './blob-source';
 import { P2PDownload } from './downloader';
 import { PieceUploader, dataFilePath } from './uploader';
 import { SupernodeClients } from '../supernode/client';
@@ -164,7 +164,7 @@ export class P2PBlobSource extends EventEmitter implements BlobSource {
     if (entry.failed) throw entry.failed;
     const start = range?.start ?? 0;
     const end = Math.min(range?.end ?? entry.length - 1, entry.length - 1);
-    if (start > end && entry.length > 0) throw new DfError('DF_ERR_RANGE_NOT_SATISFIABLE', `range ${start}-${end} outside blob of ${entry.length} bytes`);
+    if (start > end && entry.length > 0) throw new RangeNotSatisfiable(entry.length, `the range starts at byte ${start} of a blob of ${entry.length} bytes`);
     const { download } = entry;
     return {
       length: entry.length,

@@ -43,6 +43,9 @@ const PEER_ID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
 const TASK_ID_RE = /^[a-f0-9]{64}$/;
 const MAX_HEADERS = 64;
 const MAX_HEADER_BYTES = 16 * 1024;
+/** How many failed tasks, and for how long, a stream opened late is told the cause of (see TaskManager.failures). */
+const FAILURES_KEPT = 1024;
+const FAILURE_KEPT_MS = 60_000;
 
 /** A TCP port; 0 too when allowZero (a piece server still starting). */
 export function validPort(port: unknown, allowZero = false): port is number {
@@ -68,6 +71,12 @@ export function validateRegister(req: RegisterRequest): void {
 
 export class TaskManager {
   private readonly tasks = new Map<string, Task>();
+  /**
+   * Why recent tasks failed, oldest first: a peer whose registration was
+   * answered just before its task failed opens its stream after the task is
+   * gone, and should learn the cause, not that the task is unknown.
+   */
+  private readonly failures = new Map<string, { err: DfError; at: number }>();
   /** Tasks being looked up or started, so concurrent registrations share one fetch. */
   private readonly pending = new Map<string, Promise<Task>>();
   /** Cached tasks being deleted: a registration for one waits, then fetches it again. */
@@ -174,6 +183,9 @@ export class TaskManager {
   /** A failed task leaves nothing behind: no file, no metadata, no swarm. */
   private drop(task: Task, err: DfError): void {
     task.fail(err);
+    this.failures.delete(task.id);
+    this.failures.set(task.id, { err, at: Date.now() });
+    if (this.failures.size > FAILURES_KEPT) this.failures.delete(this.failures.keys().next().value!);
     if (this.tasks.get(task.id) === task) this.tasks.delete(task.id);
     this.opts.metrics.tasks.set(this.tasks.size);
     fs.rm(task.filePath, { force: true }).catch(() => undefined);
@@ -304,7 +316,11 @@ export class TaskManager {
   hello(stream: PeerStream, hello: Hello): Task {
     if (!TASK_ID_RE.test(hello.taskId)) throw invalidArgument('hello.task_id must be 64 hex characters');
     const task = this.tasks.get(hello.taskId);
-    if (!task || task.state === 'failed') throw new DfError('DF_ERR_TASK_NOT_FOUND', `task ${hello.taskId.slice(0, 12)} is not known; register first`);
+    if (!task || task.state === 'failed') {
+      const failed = this.failures.get(hello.taskId);
+      if (failed && Date.now() - failed.at < FAILURE_KEPT_MS) throw failed.err;
+      throw new DfError('DF_ERR_TASK_NOT_FOUND', `task ${hello.taskId.slice(0, 12)} is not known; register first`);
+    }
     const entry = task.peers.get(hello.peerId);
     if (!entry) throw new DfError('DF_ERR_TASK_NOT_FOUND', `peer ${hello.peerId.slice(0, 64)} has not registered for this task`);
     if (entry.stream) throw invalidArgument('a scheduling stream for this peer and task is already open');

@@ -15,7 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { DfError } from '../../src/common/errors';
 import { metricValue, newRegistry } from '../../src/common/metrics';
-import type { BlobRange, BlobRequest, BlobSource, OpenedBlob } from '../../src/peer/blob-source';
+import { RangeNotSatisfiable, type BlobRange, type BlobRequest, type BlobSource, type OpenedBlob } from '../../src/peer/blob-source';
 import { defaultConfig, type DfdaemonConfig, type ProxyRule, type RegistryAuth } from '../../src/dfdaemon/config';
 import { DfdaemonServer } from '../../src/dfdaemon/server';
 import { tempDirSync } from '../helpers/tmp';
@@ -253,6 +253,8 @@ class FakeBlobSource implements BlobSource {
     if (!blob) throw new DfError('DF_ERR_SOURCE_STATUS', 'upstream answered 404', { status: 404 });
     const start = range?.start ?? 0;
     const end = Math.min(range?.end ?? blob.length - 1, blob.length - 1);
+    // As the P2P source does: a range past the end is refused, with the length.
+    if (start >= blob.length && blob.length > 0) throw new RangeNotSatisfiable(blob.length, `the range starts at byte ${start} of a blob of ${blob.length} bytes`);
     const part = start < blob.length ? blob.subarray(start, end + 1) : Buffer.alloc(0);
     if (mode === 'fail-midway' || mode === 'corrupt-midway') {
       // As a download whose source sent these bytes: its pieces' digests are theirs.
@@ -519,6 +521,10 @@ test('supernode unreachable: blobs come from the upstream directly, verified', a
   const range = await fetchRaw(`${d.url}/v2/library/alpine/blobs/${GOOD_DIGEST}`, { headers: { range: 'bytes=10-19' } });
   assert.equal(range.status, 206);
   assert.ok(range.body.equals(GOOD.subarray(10, 20)));
+  const whole = await fetchRaw(`${d.url}/v2/library/alpine/blobs/${GOOD_DIGEST}`, { headers: { range: 'bytes=0-' } });
+  assert.equal(whole.status, 206);
+  assert.ok(whole.complete);
+  assert.ok(whole.body.equals(GOOD), 'a whole-blob range that verifies arrives whole');
   const m = await d.metrics();
   assert.equal(metricValue(m, 'dragonfly_dfdaemon_requests_total', { route: 'blob', via: 'direct', status: '200' }), 1);
 });
@@ -555,6 +561,13 @@ test('direct path digest mismatch: the client gets a broken body, the daemon liv
   assert.equal(r.headers['content-length'], String(BAD.length));
   assert.equal(r.complete, false, 'the response is cut');
   assert.ok(r.body.length < BAD.length, 'never the whole (corrupt) blob');
+  // A range that is the whole blob is checked as a whole blob is.
+  for (const range of ['bytes=0-', `bytes=0-${BAD.length - 1}`, `bytes=0-${BAD.length + 10}`]) {
+    const whole = await fetchRaw(`${d.url}/v2/library/alpine/blobs/${BAD_DIGEST}`, { headers: { range } });
+    assert.equal(whole.status, 206, range);
+    assert.equal(whole.complete, false, `${range}: the response is cut`);
+    assert.ok(whole.body.length < BAD.length, `${range}: never the whole (corrupt) blob`);
+  }
   const health = await fetchRaw(`${d.url}/healthz`);
   assert.equal(health.status, 200);
   const again = await fetchRaw(`${d.url}/v2/library/alpine/blobs/${GOOD_DIGEST}`);
@@ -656,6 +669,10 @@ test('bad requests get 4xx in the registry error format, never 5xx', async (t) =
     assert.equal(errorCode(r), code, path);
     assert.match(String(r.headers['content-type']), /application\/json/);
   }
+  // A head too large for the parser: 431 in the same format, not a bare 400.
+  const big = await fetchRaw(`${d.url}/v2/`, { headers: { 'x-big': 'a'.repeat(20_000) } });
+  assert.equal(big.status, 431);
+  assert.equal(errorCode(big), 'UNSUPPORTED');
   assert.equal(reg.seen.length, 0, 'nothing invalid reaches the upstream');
   assert.equal(d.source.calls.length, 0);
 });

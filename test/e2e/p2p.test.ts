@@ -18,7 +18,7 @@ import { pidAlive, readUploaderInfo } from '../../src/peer/uploader-files';
 import { SupernodeClient } from '../../src/supernode/client';
 import { DEFAULT_SCHEDULER_OPTIONS } from '../../src/supernode/scheduler';
 import { sha256File, tempDir } from '../helpers/origin';
-import { fixture, runCli, startSupernode, stopUploader } from '../helpers/procs';
+import { fixture, runCli, startSupernode, stderrLines, stopUploader } from '../helpers/procs';
 
 const MiB = 1024 * 1024;
 
@@ -323,6 +323,25 @@ test('an uploader that died without leaving is taken out of the swarm by the nex
   assert.equal(second.code, 0, second.stderr);
   assert.equal(await sha256File(path.join(dir, 'second.out')), file.sha256);
   assert.equal(metricValue(await sn.metrics(), 'dragonfly_supernode_piece_results_total', { holder: 'peer', result: 'failure' }), 0);
+});
+
+test('a stream opened just after its task failed is told why the task failed, not that it is unknown', async (t) => {
+  const { origin, sn } = await fixture(t, 300_000);
+  const client = new SupernodeClient(sn.addr);
+  t.after(() => client.close());
+  const peerId = 'late-peer';
+  const reg = await client.register({
+    url: origin.url('f.bin'), headers: {}, filter: [], identifier: '', expectedDigest: `sha256:${'0'.repeat(64)}`,
+    peerId, peerIp: '127.0.0.1', peerPort: 1, hostname: peerId,
+  }, 5_000);
+  // The whole file has come and failed its digest before the stream opens.
+  await stderrLines(sn, '"msg":"task failed"', 1, 10_000);
+  const call = client.pieces();
+  t.after(() => call.cancel());
+  call.on('error', () => undefined);
+  const status = new Promise<{ code: number; details: string }>((r) => call.once('status', r));
+  call.write({ hello: { taskId: reg.taskId, peerId, have: [] } });
+  assert.match((await status).details, /^DF_ERR_DIGEST_MISMATCH/);
 });
 
 test('a download that cannot write its data file fails with DF_ERR_OUTPUT_PATH and blames no holder', async (t) => {
