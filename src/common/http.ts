@@ -87,7 +87,8 @@ export async function openSource(url: string, headers: Record<string, string>, d
     return { body: res.body, contentLength: resume.length, validator };
   }
   if (res.statusCode !== 200) {
-    res.body.resume();
+    // Not read: an error page may be endless, and the connection goes with it.
+    res.body.destroy();
     throw new DfError('DF_ERR_SOURCE_STATUS', `source ${redactUrl(url)} answered HTTP ${res.statusCode}`, { status: res.statusCode });
   }
   const len = res.headers['content-length'];

@@ -232,6 +232,12 @@ export class RangeFront {
   }
 }
 
+/** Whether buf has a LF that no CR comes before. */
+function hasBareLf(buf: Buffer): boolean {
+  for (let i = buf.indexOf(0x0a); i >= 0; i = buf.indexOf(0x0a, i + 1)) if (i === 0 || buf[i - 1] !== 0x0d) return true;
+  return false;
+}
+
 class Connection {
   /** Bytes read and not yet taken as a request. */
   private unread: Buffer | undefined;
@@ -272,7 +278,8 @@ class Connection {
     if (!buf) return;
     const end = buf.indexOf('\r\n\r\n');
     if (end < 0) {
-      if (buf.length > MAX_HEAD_BYTES) this.handOff();
+      // A line ending in a bare LF never ends a head here: the HTTP server answers it (400).
+      if (buf.length > MAX_HEAD_BYTES || hasBareLf(buf)) this.handOff();
       // A head trickling in for longer than a whole idle spell: a client that
       // only holds the connection (silence alone ends at the idle timeout).
       else if (performance.now() - this.headSince > this.front.opts.idleTimeoutMs) this.socket.destroy();

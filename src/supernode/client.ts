@@ -30,7 +30,7 @@ export class SupernodeClient {
         if (err.code === grpc.status.UNAVAILABLE && !/^DF_ERR_/.test(err.details ?? '')) {
           return reject(new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', `supernode ${this.addr} unavailable: ${err.details}`, { cause: err }));
         }
-        if (err.code === grpc.status.DEADLINE_EXCEEDED) {
+        if (err.code === grpc.status.DEADLINE_EXCEEDED && !/^DF_ERR_/.test(err.details ?? '')) {
           return reject(new DfError('DF_ERR_SUPERNODE_UNAVAILABLE', `supernode ${this.addr} did not answer within ${timeoutMs} ms`, { cause: err }));
         }
         reject(toDfError(err));

@@ -27,7 +27,12 @@ export function createPieceServer(
     });
   });
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://x');
+    let url: URL;
+    try {
+      url = new URL(req.url ?? '/', 'http://x');
+    } catch {
+      return sendText(res, 400, 'bad request target');
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 405, 'method not allowed');
     if (url.pathname === '/healthz') return sendText(res, 200, 'ok');
     if (url.pathname === '/metrics') return sendText(res, 200, await register.metrics(), register.contentType);

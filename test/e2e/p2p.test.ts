@@ -8,6 +8,8 @@ import * as http from 'node:http';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
+import * as net from 'node:net';
+import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { sendFileRange } from '../../src/common/file-server';
 import { metricValue } from '../../src/common/metrics';
@@ -363,4 +365,16 @@ test('a download that cannot write its data file fails with DF_ERR_OUTPUT_PATH a
   assert.equal(d.held.size, 0);
   const failuresAfter = metricValue(await sn.metrics(), 'dragonfly_supernode_piece_results_total', { holder: 'supernode', result: 'failure' });
   assert.equal(failuresAfter, failuresBefore, 'the supernode was blamed for a local write failure');
+});
+
+test('the supernode\'s download port answers 400 to a request target it cannot parse', async (t) => {
+  const { sn } = await fixture(t, 1024);
+  for (const target of ['http://[::1', 'http://a:99999/pieces/x', 'http://%zz/']) {
+    const s = net.connect(sn.downloadPort, '127.0.0.1');
+    t.after(() => s.destroy());
+    await once(s, 'connect');
+    s.write(`GET ${target} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    const [first] = await once(s, 'data') as [Buffer];
+    assert.match(first.toString('latin1'), /^HTTP\/1\.1 400 /, target);
+  }
 });

@@ -191,6 +191,21 @@ test('parseRangeHead takes a plain GET with one Range and a Host, and leaves eve
   for (const head of refused) assert.equal(parseRangeHead(head), undefined, JSON.stringify(head));
 });
 
+test('a head with bare LF line endings is the HTTP server\'s to refuse, at once', { timeout: 10_000 }, async (t) => {
+  const { u, port } = await uploader(Buffer.from('0123456789'));
+  t.after(() => u.close());
+  for (const req of ['GET /healthz HTTP/1.1\nHost: x\n\n', `GET ${PIECE} HTTP/1.1\r\nHost: x\nRange: bytes=0-1\n\n`]) {
+    // The connection stays open from our side: the answer must not wait for an end or a timeout.
+    const s = net.connect(port, '127.0.0.1');
+    t.after(() => s.destroy());
+    await once(s, 'connect');
+    s.write(req);
+    const [first] = await once(s, 'data') as [Buffer];
+    assert.match(first.toString('latin1'), /^HTTP\/1\.1 400 /, JSON.stringify(req));
+  }
+  assert.equal(u.uploadedBytes, 0);
+});
+
 test('a head longer than the front takes goes to the HTTP server, which refuses it', async (t) => {
   const { u, port } = await uploader(Buffer.from('0123456789'));
   t.after(() => u.close());
