@@ -69,7 +69,7 @@ export function parseSupernodeArgs(argv: string[]) {
     .option('upload-rate', { type: 'string', default: '0', describe: 'Cap on bytes/s of pieces sent to peers, all together (K, M, G = KiB, MiB, GiB; 0 = unlimited). A little below the uplink (e.g. 95 %) keeps the source fetch fast: a full uplink delays the source\'s acknowledgements' })
     .option('peer-down-limit', { type: 'number', default: DEFAULT_SCHEDULER_OPTIONS.maxInFlightPerPeer, describe: 'Pieces of one task a peer downloads at once (1-64)' })
     .option('peer-up-limit', { type: 'number', default: DEFAULT_SCHEDULER_OPTIONS.maxUploadsPerHolder, describe: 'Pieces of one task a peer serves to others at once (1-64)' })
-    .option('piece-size', { type: 'string', default: 'auto', describe: 'Piece size: auto (256 KiB to 4 MiB, about 256 pieces a file) or a size such as 4M' })
+    .option('piece-size', { type: 'string', default: 'auto', describe: 'Piece size: auto (256 KiB to 4 MiB, about 256 pieces a file) or a size such as 4M; doubled for a file that would need more than 65,536 pieces' })
     .option('source-timeout', { type: 'string', default: '30s', describe: 'A source silent for this long is asked for the rest with a range request (3 tries in a row), then fails its task' })
     .option('task-expire-time', { type: 'string', default: '24h', describe: 'Cache GC: a cached task no peer registered for in this long is deleted (e.g. 30m, 168h; 0 = never)' })
     .option('cache-max-size', { type: 'string', default: '0', describe: 'Cache GC: beyond this many bytes of cached tasks, the least recently used idle ones are deleted (e.g. 50G; 0 = no cap)' })

@@ -91,11 +91,16 @@ export function toDfError(err: unknown, fallback: ErrorCode = 'DF_ERR_INTERNAL')
   return new DfError(fallback, e && typeof e.message === 'string' ? e.message : String(err), { cause: err });
 }
 
+/** Longest error message sent in a gRPC status, in characters. */
+const MAX_STATUS_MESSAGE = 1024;
+
 /** A gRPC ServiceError-shaped object carrying the code in `details`. */
 export function grpcError(err: unknown): { code: GrpcStatus; details: string; message: string } {
   const e = toDfError(err);
   const status = e.status !== undefined ? `[${e.status}]` : '';
-  return { code: e.grpcStatus, details: `${e.code}${status}: ${e.message}`, message: e.message };
+  // A status travels in a header: one too large never reaches the caller (and breaks its connection).
+  const message = e.message.length > MAX_STATUS_MESSAGE ? `${e.message.slice(0, MAX_STATUS_MESSAGE)}...` : e.message;
+  return { code: e.grpcStatus, details: `${e.code}${status}: ${message}`, message };
 }
 
 /** One line, for a CLI's stderr: "dfget: DF_ERR_X: message". */

@@ -1,4 +1,5 @@
 /** Shared undici plumbing: a dispatcher that follows redirects, and status checks. */
+import type { Readable } from 'node:stream';
 import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { DfError } from './errors';
 
@@ -57,6 +58,16 @@ export interface ResumeAt { from: number; to?: number; length: number; validator
  * 206 for exactly that range: anything else means the source cannot resume or
  * has changed.
  */
+/**
+ * Drops a body we will not read, with its connection. Destroying an undici
+ * body emits an abort error: it is expected here and must not become an
+ * unhandled 'error' (which would end the process).
+ */
+export function discard(body: Readable): void {
+  body.on('error', () => undefined);
+  body.destroy();
+}
+
 export async function openSource(url: string, headers: Record<string, string>, dispatcher: Dispatcher, signal?: AbortSignal,
   resume?: ResumeAt): Promise<SourceResponse> {
   let sent = headers;
@@ -78,7 +89,7 @@ export async function openSource(url: string, headers: Record<string, string>, d
     const want = `bytes ${resume.from}-${resume.to ?? resume.length - 1}/${resume.length}`;
     const got = String(res.headers['content-range'] ?? '');
     if (res.statusCode !== 206 || got !== want) {
-      res.body.destroy();
+      discard(res.body);
       throw new DfError('DF_ERR_SOURCE_STATUS', res.statusCode !== 206
         ? `source ${redactUrl(url)} answered HTTP ${res.statusCode} to a request resuming at byte ${resume.from}: it cannot resume, or the file changed`
         : `source ${redactUrl(url)} answered a request resuming at byte ${resume.from} with Content-Range "${got.slice(0, 80)}", expected "${want}"`,
@@ -88,7 +99,7 @@ export async function openSource(url: string, headers: Record<string, string>, d
   }
   if (res.statusCode !== 200) {
     // Not read: an error page may be endless, and the connection goes with it.
-    res.body.destroy();
+    discard(res.body);
     throw new DfError('DF_ERR_SOURCE_STATUS', `source ${redactUrl(url)} answered HTTP ${res.statusCode}`, { status: res.statusCode });
   }
   const len = res.headers['content-length'];

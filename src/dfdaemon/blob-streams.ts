@@ -2,7 +2,7 @@
  * Transforms a blob body passes through on its way to the client.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { type Readable, Transform, type TransformCallback } from 'node:stream';
+import { Transform, type TransformCallback } from 'node:stream';
 import { DfError } from '../common/errors';
 import type { RateLimiter } from '../common/ratelimit';
 
@@ -96,14 +96,7 @@ export class ExactLength extends Transform {
   }
 }
 
-/**
- * Drops a body we will not read. Destroying an undici body emits an abort
- * error: it is expected here and must not become an unhandled 'error'.
- */
-export function discard(body: Readable): void {
-  body.on('error', () => undefined);
-  body.destroy();
-}
+export { discard } from '../common/http';
 
 /** Counts bytes passing through (for metrics), calling `onBytes` per chunk. */
 export class ByteCounter extends Transform {

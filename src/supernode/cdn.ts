@@ -22,6 +22,21 @@ export function autoPieceSize(contentLength: number): number {
   return size;
 }
 
+/**
+ * Most pieces a task is cut into. The scheduler keeps some bytes per piece
+ * (and a bit per piece and peer), so a length the source announces, whatever
+ * it is, must not set how much memory a task takes: a longer file gets
+ * larger pieces instead.
+ */
+export const MAX_PIECES = 65_536;
+
+/** The piece size for a file of contentLength bytes (-1: unknown) under the --piece-size setting, within MAX_PIECES. */
+export function pieceSizeFor(contentLength: number, setting: number | 'auto'): number {
+  let size = setting === 'auto' ? autoPieceSize(contentLength) : setting;
+  while (contentLength > 0 && Math.ceil(contentLength / size) > MAX_PIECES) size *= 2;
+  return size;
+}
+
 export interface SourceInfo {
   /** -1 when the source sent no Content-Length. */
   contentLength: number;
@@ -89,7 +104,7 @@ export class SourceFetch extends EventEmitter {
     const log = opts.logger;
     const res = await openSource(opts.url, opts.headers, opts.dispatcher, this.abort.signal);
     const { contentLength } = res;
-    const pieceSize = opts.pieceSize === 'auto' ? autoPieceSize(contentLength) : opts.pieceSize;
+    const pieceSize = pieceSizeFor(contentLength, opts.pieceSize);
     this.contentLength = contentLength;
     this.pieceSize = pieceSize;
 

@@ -8,7 +8,8 @@ import { isIP } from 'node:net';
 import type { Dispatcher } from 'undici';
 import { DfError, invalidArgument } from '../common/errors';
 import { parseDigest } from '../common/digest';
-import { parseHttpUrl, taskIdFor } from '../common/url';
+import { headerProblem, parseHttpUrl, taskIdFor } from '../common/url';
+import { SUPERNODE_HOLDER_ID } from '../common/constants';
 import { joinHostPort } from '../common/net';
 import { redactUrl } from '../common/http';
 import type { Logger } from '../common/logger';
@@ -55,6 +56,7 @@ export function validPort(port: unknown, allowZero = false): port is number {
 export function validateRegister(req: RegisterRequest): void {
   parseHttpUrl(req.url);
   if (!PEER_ID_RE.test(req.peerId)) throw invalidArgument('peer_id must be 1-128 characters of [A-Za-z0-9._:@-]');
+  if (req.peerId === SUPERNODE_HOLDER_ID) throw invalidArgument(`peer_id "${SUPERNODE_HOLDER_ID}" is reserved for the supernode`);
   if (!isIP(req.peerIp)) throw invalidArgument(`peer_ip "${String(req.peerIp).slice(0, 64)}" is not an IP address`);
   if (!validPort(req.peerPort, true)) throw invalidArgument('peer_port must be 0 (not serving yet) or 1-65535');
   if (req.expectedDigest) parseDigest(req.expectedDigest);
@@ -64,7 +66,8 @@ export function validateRegister(req: RegisterRequest): void {
   let bytes = 0;
   for (const [k, v] of Object.entries(req.headers)) {
     bytes += k.length + v.length;
-    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(k) || /[\r\n\0]/.test(v)) throw invalidArgument(`malformed header "${k.slice(0, 40)}"`);
+    const problem = headerProblem(k, v);
+    if (problem) throw invalidArgument(`header "${k.slice(0, 40)}" cannot be sent to the source: ${problem}`);
   }
   if (bytes > MAX_HEADER_BYTES) throw invalidArgument('headers larger than 16 KiB');
 }
@@ -325,7 +328,13 @@ export class TaskManager {
     if (!entry) throw new DfError('DF_ERR_TASK_NOT_FOUND', `peer ${hello.peerId.slice(0, 64)} has not registered for this task`);
     if (entry.stream) throw invalidArgument('a scheduling stream for this peer and task is already open');
     entry.stream = stream;
-    task.addPeerStream(entry, hello.have);
+    try {
+      task.addPeerStream(entry, hello.have);
+    } catch (err) {
+      // Refused: the peer has no stream, and a later hello may try again.
+      entry.stream = undefined;
+      throw err;
+    }
     return task;
   }
 

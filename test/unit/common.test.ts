@@ -9,11 +9,12 @@ import { parseDuration, parseRate, parseSize } from '../../src/common/units';
 import { DfError, grpcError, toDfError } from '../../src/common/errors';
 import { parseDigest, parseMd5 } from '../../src/common/digest';
 import { parseRange } from '../../src/common/range';
-import { filterUrl, parseFilter, parseHeaders, parseHttpUrl, taskIdFor } from '../../src/common/url';
+import { filterUrl, headerProblem, MAX_URL_CHARS, parseFilter, parseHeaders, parseHttpUrl, taskIdFor } from '../../src/common/url';
+import { validateRegister } from '../../src/supernode/task-manager';
 import { firstNonLoopbackAddress, parseNodeList, resolveAdvertiseIp } from '../../src/common/net';
 import { RateLimiter, uplinkLimiter, type Clock } from '../../src/common/ratelimit';
 import { metricValue } from '../../src/common/metrics';
-import { autoPieceSize } from '../../src/supernode/cdn';
+import { autoPieceSize, MAX_PIECES, pieceSizeFor } from '../../src/supernode/cdn';
 import { missingRuns } from '../../src/peer/backsource';
 import { parseSupernodeArgs, schedulerLimits, translateJavaProps } from '../../src/cli/supernode';
 import { checkOutput } from '../../src/peer/output';
@@ -44,6 +45,7 @@ test('durations', () => {
 });
 
 test('error codes survive a trip through gRPC, with the upstream status', () => {
+  assert.ok(grpcError(new DfError('DF_ERR_INVALID_URL', 'x'.repeat(100_000))).details.length < 1100, 'a status fits in a header');
   const g = grpcError(new DfError('DF_ERR_SOURCE_STATUS', 'source answered HTTP 401', { status: 401 }));
   const back = toDfError(Object.assign(new Error('x'), { code: g.code, details: g.details }));
   assert.equal(back.code, 'DF_ERR_SOURCE_STATUS');
@@ -147,6 +149,15 @@ test('auto piece size: about 256 pieces, 256 KiB to 4 MiB', () => {
   assert.equal(autoPieceSize(256 * 1024 * 1024), 1024 * 1024);
   assert.equal(autoPieceSize(1024 ** 3), 4 * 1024 * 1024);
   assert.equal(autoPieceSize(-1), 4 * 1024 * 1024);
+  // Whatever length a source announces, a task has at most MAX_PIECES pieces.
+  assert.equal(pieceSizeFor(1024 ** 3, 'auto'), 4 * 1024 * 1024);
+  assert.equal(pieceSizeFor(1024 ** 3, 16 * 1024), 16 * 1024);
+  assert.equal(pieceSizeFor(16 * 1024 ** 4, 'auto'), 256 * 1024 * 1024);
+  assert.equal(pieceSizeFor(4 * 1024 ** 3, 16 * 1024), 64 * 1024);
+  assert.equal(pieceSizeFor(-1, 16 * 1024), 16 * 1024);
+  for (const len of [MAX_PIECES * 16 * 1024, MAX_PIECES * 16 * 1024 + 1, 17_592_181_850_112]) {
+    assert.ok(Math.ceil(len / pieceSizeFor(len, 16 * 1024)) <= MAX_PIECES, String(len));
+  }
 });
 
 test('metricValue sums matching series', () => {
@@ -234,4 +245,31 @@ test('an unusable home stops each program at once with a coded error; dfget does
   const dg = run('dfget', ['--url', 'http://127.0.0.1:9/f.bin', '-o', path.join(tempDirSync(), 'out'), '--node', '127.0.0.1:1', '--home', `${home}/h`]);
   assert.equal(dg.status, 3, dg.stderr);
   assert.match(last(dg.stderr), /^dfget: DF_ERR_OUTPUT_PATH: --home \/proc\/df-no-such-home\/h is not usable: ENOENT/);
+});
+
+test('headers a source fetch cannot send, URLs too long to take, and the supernode\'s reserved peer id are refused as invalid arguments', () => {
+  for (const name of ['Connection', 'keep-alive', 'Transfer-Encoding', 'Upgrade', 'Expect', 'TE', 'Trailer']) {
+    assert.match(headerProblem(name, 'x') ?? '', /connection/, name);
+    assert.equal(code(() => parseHeaders(`${name}: x`)), 'DF_ERR_INVALID_ARGUMENT', name);
+  }
+  for (const value of ['a\u0001b', 'Jos\u00e9\u20ac', 'a\x7fb', 'line\nbreak']) {
+    assert.ok(headerProblem('X-A', value), JSON.stringify(value));
+  }
+  for (const value of ['', 'plain', 'tab\there', 'Jos\u00e9', 'Bearer abc.def-ghi_~+/=']) assert.equal(headerProblem('X-A', value), undefined, value);
+  assert.deepEqual(parseHeaders(['Authorization: Bearer t', 'X-Name: Jos\u00e9']), { Authorization: 'Bearer t', 'X-Name': 'Jos\u00e9' });
+
+  const long = `http://example.com/${'a'.repeat(MAX_URL_CHARS)}`;
+  assert.throws(() => parseHttpUrl(long), (e: DfError) => e.code === 'DF_ERR_INVALID_URL' && e.message.length < 100);
+  // What was given is quoted, but only its start.
+  assert.throws(() => parseHttpUrl(`ftp://${'b'.repeat(5000)}`), (e: DfError) => e.code === 'DF_ERR_INVALID_URL' && e.message.length < 400);
+  parseHttpUrl(`http://example.com/${'a'.repeat(MAX_URL_CHARS - 100)}`);
+
+  const reg = {
+    url: 'http://example.com/f', headers: {}, filter: [], identifier: '', expectedDigest: '',
+    peerId: 'host-1', peerIp: '127.0.0.1', peerPort: 0, hostname: 'h',
+  };
+  validateRegister(reg);
+  assert.equal(code(() => validateRegister({ ...reg, peerId: 'supernode' })), 'DF_ERR_INVALID_ARGUMENT');
+  assert.equal(code(() => validateRegister({ ...reg, headers: { 'Keep-Alive': 'timeout=5' } })), 'DF_ERR_INVALID_ARGUMENT');
+  assert.equal(code(() => validateRegister({ ...reg, url: long })), 'DF_ERR_INVALID_URL');
 });
