@@ -54,7 +54,7 @@ export function supernodeHandlers(tm: TaskManager, log: Logger, metrics: Superno
           refuse(err);
         }
       });
-      const closed = (why: string) => { if (task) { task.streamClosed(peerId, why); task = undefined; } };
+      const closed = (why: string) => { if (task) { task.streamClosed(peerId, call, why); task = undefined; } };
       call.on('end', () => { closed('ended by the peer'); if (!call.writableEnded) call.end(); });
       call.on('error', () => closed('error'));
       call.on('close', () => closed('closed'));

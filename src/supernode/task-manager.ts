@@ -102,8 +102,13 @@ export class TaskManager {
     // Deleted by the cache GC between the lookup and now: look again (it is fetched anew).
     while (task.evicted) task = await this.obtain(taskId, req);
     this.markUsed(task);
+    task.dropSilentPeers();
+    if (task.peers.get(req.peerId)?.stream) {
+      throw invalidArgument(`peer ${req.peerId} is registered for this task and has its scheduling stream open: register under a new peer id`);
+    }
     task.peers.set(req.peerId, {
       peerId: req.peerId, ip: req.peerIp, addr: req.peerPort > 0 ? joinHostPort(req.peerIp, req.peerPort) : '', complete: false,
+      registeredAt: Date.now(),
     });
     task.log.debug({ peerId: req.peerId, host: req.hostname }, 'peer registered');
     return {
@@ -245,6 +250,7 @@ export class TaskManager {
     if (!policy || this.closed) return [];
     const entries: CacheEntry[] = [];
     const seen = new Set<string>();
+    for (const t of this.tasks.values()) t.dropSilentPeers();
     for (const meta of await opts.store.list()) {
       seen.add(meta.taskId);
       const t = this.tasks.get(meta.taskId);

@@ -22,7 +22,12 @@ export interface PeerEntry {
   stream?: PeerStream;
   /** The peer has every piece; it stays a holder after its stream closes. */
   complete: boolean;
+  /** When it registered (Date.now()): one that opens no stream within STREAM_GRACE_MS is dropped. */
+  registeredAt: number;
 }
+
+/** How long a registered peer may take to open its scheduling stream before it counts as gone. */
+export const STREAM_GRACE_MS = 60_000;
 
 export interface TaskDeps {
   logger: Logger;
@@ -88,11 +93,22 @@ export class Task {
     this.kick();
   }
 
-  /** The source fetch runs, or some peer has registered and is not done downloading. */
-  busy(): boolean {
+  /** The source fetch runs, or some peer is downloading (or registered a moment ago and is about to). */
+  busy(now = Date.now()): boolean {
     if (this.state === 'fetching') return true;
-    for (const p of this.peers.values()) if (!p.complete || p.stream) return true;
+    for (const p of this.peers.values()) if (p.stream || (!p.complete && now - p.registeredAt < STREAM_GRACE_MS)) return true;
     return false;
+  }
+
+  /**
+   * Forgets peers that registered and never opened their stream within
+   * STREAM_GRACE_MS (a dfget killed in between): they would hold the task
+   * busy, and their entries would pile up, for ever.
+   */
+  dropSilentPeers(now = Date.now()): void {
+    for (const p of [...this.peers.values()]) {
+      if (!p.stream && !p.complete && now - p.registeredAt >= STREAM_GRACE_MS) this.removePeer(p.peerId, 'registered but never opened its stream');
+    }
   }
 
   /** A piece arrived from the source. */
@@ -156,9 +172,10 @@ export class Task {
   }
 
   /** The peer's stream closed: a peer that has everything stays a holder; any other leaves. */
-  streamClosed(peerId: string, why: string): void {
+  streamClosed(peerId: string, stream: PeerStream, why: string): void {
     const p = this.peers.get(peerId);
-    if (!p || !p.stream) return;
+    // Only the stream the peer has now counts (not one it was refused a second time with).
+    if (!p || p.stream !== stream) return;
     p.stream = undefined;
     this.deps.metrics.peers.dec();
     this.log.debug({ peerId, why, complete: p.complete }, 'scheduling stream closed');

@@ -378,3 +378,22 @@ test('the supernode\'s download port answers 400 to a request target it cannot p
     assert.match(first.toString('latin1'), /^HTTP\/1\.1 400 /, target);
   }
 });
+
+test('registering again under a peer id whose stream is open is refused, and that stream goes on', { timeout: 30_000 }, async (t) => {
+  const { origin, sn } = await fixture(t, 1 * MiB);
+  const client = new SupernodeClient(sn.addr);
+  t.after(() => client.close());
+  const req = {
+    url: origin.url('f.bin'), headers: {}, filter: [], identifier: '', expectedDigest: '',
+    peerId: 'twice', peerIp: '127.0.0.1', peerPort: 0, hostname: 'twice',
+  };
+  const reg = await client.register(req, 5_000);
+  const call = client.pieces();
+  t.after(() => call.cancel());
+  call.on('error', () => undefined);
+  const first = new Promise((r) => call.once('data', r));
+  call.write({ hello: { taskId: reg.taskId, peerId: 'twice', have: [] } });
+  await first;
+  await assert.rejects(client.register(req, 5_000), (e: Error & { code?: string }) => e.code === 'DF_ERR_INVALID_ARGUMENT' && /stream open/.test(e.message));
+  assert.equal(metricValue(await sn.metrics(), 'dragonfly_supernode_peers'), 1, 'the open stream is still the peer\'s');
+});

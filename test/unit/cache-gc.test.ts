@@ -1,6 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chooseEvictions, type CacheEntry, type CachePolicy } from '../../src/supernode/cache-gc';
+import { STREAM_GRACE_MS, Task } from '../../src/supernode/task';
+import { newRegistry, supernodeMetrics } from '../../src/common/metrics';
+import { silentLogger } from '../../src/common/logger';
 
 const H = 3_600_000;
 const NOW = 100 * H;
@@ -36,4 +39,20 @@ test('expired tasks count toward the space they free; busy tasks are never taken
   const entries = [entry('exp', 50, 30), entry('lru', 50, 2), entry('busy', 500, 40, true)];
   const got = chooseEvictions(entries, { taskExpireMs: 24 * H, maxCacheBytes: 100, minFreeBytes: 0 }, NOW, 0);
   assert.deepEqual(got.map((e) => [e.taskId, e.reason]), [['exp', 'expired'], ['lru', 'space']]);
+});
+
+test('a peer that registered and never opened its stream holds its task busy only for a grace time, then is forgotten', () => {
+  const task = new Task('c'.repeat(64), '/nonexistent', {
+    logger: silentLogger(), metrics: supernodeMetrics(newRegistry(false)), supernodeAddr: '127.0.0.1:1',
+  });
+  task.markReady(4, 4, ['a'.repeat(64)]);
+  const t0 = 1_000_000;
+  task.peers.set('silent', { peerId: 'silent', ip: '127.0.0.1', addr: '', complete: false, registeredAt: t0 });
+  task.peers.set('holder', { peerId: 'holder', ip: '127.0.0.1', addr: '127.0.0.1:2', complete: true, registeredAt: t0 });
+  assert.equal(task.busy(t0 + STREAM_GRACE_MS - 1), true, 'about to open its stream');
+  task.dropSilentPeers(t0 + STREAM_GRACE_MS - 1);
+  assert.deepEqual([...task.peers.keys()], ['silent', 'holder']);
+  assert.equal(task.busy(t0 + STREAM_GRACE_MS), false, 'a registration without a stream past the grace is not a download');
+  task.dropSilentPeers(t0 + STREAM_GRACE_MS);
+  assert.deepEqual([...task.peers.keys()], ['holder'], 'a holder that finished stays');
 });
