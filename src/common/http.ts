@@ -51,14 +51,6 @@ export interface SourceResponse {
 export interface ResumeAt { from: number; to?: number; length: number; validator: string }
 
 /**
- * GETs a source and checks it answered 200. Resolves with the body and the
- * Content-Length (-1 when absent); rejects with DF_ERR_SOURCE_STATUS (and the
- * status) or a network error code. With `resume`, asks for the range from
- * resume.from (If-Range the validator, when there is one) and accepts only a
- * 206 for exactly that range: anything else means the source cannot resume or
- * has changed.
- */
-/**
  * Drops a body we will not read, with its connection. Destroying an undici
  * body emits an abort error: it is expected here and must not become an
  * unhandled 'error' (which would end the process).
@@ -68,6 +60,14 @@ export function discard(body: Readable): void {
   body.destroy();
 }
 
+/**
+ * GETs a source and checks it answered 200. Resolves with the body and the
+ * Content-Length (-1 when absent); rejects with DF_ERR_SOURCE_STATUS (and the
+ * status) or a network error code. With `resume`, asks for the range from
+ * resume.from (If-Range the validator, when there is one) and accepts only a
+ * 206 for exactly that range: anything else means the source cannot resume or
+ * has changed.
+ */
 export async function openSource(url: string, headers: Record<string, string>, dispatcher: Dispatcher, signal?: AbortSignal,
   resume?: ResumeAt): Promise<SourceResponse> {
   let sent = headers;
