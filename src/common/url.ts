@@ -47,7 +47,6 @@ export function parseFilter(input: string | string[] | undefined): string[] {
   return (Array.isArray(input) ? input : [input]).flatMap((s) => String(s).split('&')).map((s) => s.trim()).filter(Boolean);
 }
 
-/** Parses repeated --header 'K: V' into an object; throws on malformed input. */
 /** Headers about one connection, which the connection to the source decides (undici refuses them). */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'expect', 'te', 'trailer', 'proxy-connection']);
 
@@ -63,6 +62,7 @@ export function headerProblem(name: string, value: string): string | undefined {
   return undefined;
 }
 
+/** Parses repeated --header 'K: V' into an object; throws on malformed input. */
 export function parseHeaders(input: string | string[] | undefined): Record<string, string> {
   const out: Record<string, string> = {};
   if (input === undefined) return out;
