@@ -1,6 +1,6 @@
 /** Sends a byte range of a file over HTTP, under an optional upload limit. */
 import * as fs from 'node:fs';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Writable } from 'node:stream';
 import { pieceBuffers } from './buffer-pool';
 import type { RateLimiter } from './ratelimit';
@@ -109,6 +109,20 @@ export async function pumpFileRange(
     throw err;
   } finally {
     out.off('close', onClose);
+  }
+}
+
+/**
+ * The request's target as a URL; undefined, with 400 answered, when it
+ * cannot be parsed (an absolute-form target such as `http://[::1`): the
+ * client's error, not the server's.
+ */
+export function requestUrl(req: IncomingMessage, res: ServerResponse): URL | undefined {
+  try {
+    return new URL(req.url ?? '/', 'http://x');
+  } catch {
+    sendText(res, 400, 'bad request target');
+    return undefined;
   }
 }
 

@@ -9,7 +9,7 @@ import type * as net from 'node:net';
 import * as path from 'node:path';
 import { statSync } from 'node:fs';
 import type { Logger } from '../common/logger';
-import { sendText } from '../common/file-server';
+import { requestUrl, sendText } from '../common/file-server';
 import { RangeFront, sendTarget, type RangeTarget } from '../common/range-front';
 import type { RateLimiter } from '../common/ratelimit';
 import { makeDirs } from '../common/dirs';
@@ -144,7 +144,8 @@ export class PieceUploader {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://x');
+    const url = requestUrl(req, res);
+    if (!url) return;
     if (this.opts.extraRoute?.(req, res, url)) return;
     if (url.pathname === '/healthz') return sendText(res, 200, 'ok');
     if (req.method !== 'GET') return sendText(res, 405, 'method not allowed');

@@ -7,7 +7,7 @@ import * as http from 'node:http';
 import type { Logger } from '../common/logger';
 import type { Registry, SupernodeMetrics } from '../common/metrics';
 import type { RateLimiter } from '../common/ratelimit';
-import { sendText } from '../common/file-server';
+import { requestUrl, sendText } from '../common/file-server';
 import { RangeFront, sendTarget, type RangeTarget } from '../common/range-front';
 import type { Task } from './task';
 
@@ -27,12 +27,8 @@ export function createPieceServer(
     });
   });
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    let url: URL;
-    try {
-      url = new URL(req.url ?? '/', 'http://x');
-    } catch {
-      return sendText(res, 400, 'bad request target');
-    }
+    const url = requestUrl(req, res);
+    if (!url) return;
     if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 405, 'method not allowed');
     if (url.pathname === '/healthz') return sendText(res, 200, 'ok');
     if (url.pathname === '/metrics') return sendText(res, 200, await register.metrics(), register.contentType);

@@ -127,6 +127,7 @@ test('every error and every other route is the HTTP server\'s answer', async (t)
     [get(`/pieces/${TASK}?peer=bad%20id`, 'Range: bytes=0-1\r\n'), 404, 'not found'],
     [`POST /alive?ms=5 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n`, 200, 'alive'],
     [`DELETE ${PIECE} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\n\r\n`, 405, 'method not allowed'],
+    [get('http://[::1'), 400, 'bad request target'],
   ];
   for (const [req, status, body] of cases) {
     const r = responses(await exchange(port, req));
