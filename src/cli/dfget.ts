@@ -13,7 +13,7 @@ import type { DfgetOptions } from '../peer/dfget';
 import type * as Dfget from '../peer/dfget';
 import { checkOutput } from '../peer/output';
 import { die, finishParser } from './common';
-import { DfError, oneLine, toDfError } from '../common/errors';
+import { DfError, invalidArgument, oneLine, toDfError } from '../common/errors';
 
 const PROG = 'dfget';
 
@@ -43,7 +43,7 @@ export function buildOptions(a: ReturnType<typeof parseDfgetArgs>): Omit<DfgetOp
   parseHttpUrl(a.url);
   if (!a.output) throw Object.assign(new Error('-o FILE must not be empty'), { code: 'DF_ERR_INVALID_ARGUMENT' });
   const timeoutMs = parseDuration(a.timeout, '--timeout');
-  if (timeoutMs <= 0) throw Object.assign(new Error(`invalid --timeout "${a.timeout}": must be greater than 0`), { code: 'DF_ERR_INVALID_ARGUMENT' });
+  if (timeoutMs <= 0) throw invalidArgument(`invalid --timeout "${a.timeout}": must be greater than 0`);
   return {
     url: a.url,
     output: a.output,

@@ -47,20 +47,6 @@ export function codeForStatus(status: number, kind: 'blob' | 'manifest' | 'other
   }
 }
 
-/**
- * The whole answer, as bytes for a raw socket, to a request Node's HTTP
- * parser refused (no ServerResponse exists for it): 431 when its head was too
- * large, 400 otherwise, with the connection closed.
- */
-export function rawRegistryError(parserCode: string | undefined): string {
-  const [status, reason, message] = parserCode === 'HPE_HEADER_OVERFLOW'
-    ? [431, 'Request Header Fields Too Large', 'request head too large']
-    : [400, 'Bad Request', 'malformed HTTP request'];
-  const body = JSON.stringify({ errors: [{ code: 'UNSUPPORTED', message }] });
-  return `HTTP/1.1 ${status} ${reason}\r\ndocker-distribution-api-version: registry/2.0\r\ncontent-type: application/json; charset=utf-8\r\n`
-    + `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
-}
-
 /** Headers every locally made registry answer carries. */
 export const API_VERSION_HEADER = { 'docker-distribution-api-version': 'registry/2.0' } as const;
 
@@ -73,9 +59,7 @@ export function sendRegistryError(res: ServerResponse, err: RegistryError, extra
     res.destroy(err);
     return;
   }
-  const entry: Record<string, unknown> = { code: err.code, message: err.message };
-  if (err.detail !== undefined) entry.detail = err.detail;
-  const body = JSON.stringify({ errors: [entry] });
+  const body = errorBody(err);
   res.writeHead(err.status, {
     ...API_VERSION_HEADER,
     'content-type': 'application/json; charset=utf-8',
@@ -83,4 +67,25 @@ export function sendRegistryError(res: ServerResponse, err: RegistryError, extra
     ...extraHeaders,
   });
   res.end(res.req?.method === 'HEAD' ? undefined : body);
+}
+
+/** The registry API's error body for err. */
+function errorBody(err: RegistryError): string {
+  const entry: Record<string, unknown> = { code: err.code, message: err.message };
+  if (err.detail !== undefined) entry.detail = err.detail;
+  return JSON.stringify({ errors: [entry] });
+}
+
+/**
+ * The whole answer, as bytes for a raw socket, to a request Node's HTTP
+ * parser refused (no ServerResponse exists for it): 431 when its head was too
+ * large, 400 otherwise, with the connection closed.
+ */
+export function rawRegistryError(parserCode: string | undefined): string {
+  const [status, reason, message] = parserCode === 'HPE_HEADER_OVERFLOW'
+    ? [431, 'Request Header Fields Too Large', 'request head too large']
+    : [400, 'Bad Request', 'malformed HTTP request'];
+  const body = errorBody(new RegistryError(status, 'UNSUPPORTED', message));
+  const headers = { ...API_VERSION_HEADER, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), connection: 'close' };
+  return `HTTP/1.1 ${status} ${reason}\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`;
 }

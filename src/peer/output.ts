@@ -3,9 +3,10 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { DfError } from '../common/errors';
+import { infoPath, lockPath } from './uploader-files';
 
-/** What dfget and its uploader keep in --home: FILE may be none of these, nor lie under the first two. */
-const HOME_ENTRIES = ['data', 'logs', 'uploader.lock', 'uploader.json'];
+/** What dfget and its uploader keep in the home h: FILE may be none of these, nor lie under the directories. */
+const homeEntries = (h: string) => [path.join(h, 'data'), path.join(h, 'logs'), lockPath(h), infoPath(h)];
 
 /** Whether `child` is `parent` or lies under it (both absolute). */
 function within(parent: string, child: string): boolean {
@@ -24,8 +25,9 @@ export async function checkOutput(output: string, home?: string): Promise<void> 
     const out = path.resolve(output);
     const h = path.resolve(home);
     if (within(out, h)) throw new DfError('DF_ERR_OUTPUT_PATH', `output ${output} is the --home directory ${h} or above it`);
-    if (HOME_ENTRIES.some((e) => within(path.join(h, e), out))) {
-      throw new DfError('DF_ERR_OUTPUT_PATH', `output ${output} is inside the --home directory's own files (${HOME_ENTRIES.join(', ')})`);
+    const entries = homeEntries(h);
+    if (entries.some((e) => within(e, out))) {
+      throw new DfError('DF_ERR_OUTPUT_PATH', `output ${output} is inside the --home directory's own files (${entries.map((e) => path.basename(e)).join(', ')})`);
     }
   }
   const dir = path.dirname(path.resolve(output));

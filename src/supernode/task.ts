@@ -106,7 +106,8 @@ export class Task {
    * busy, and their entries would pile up, for ever.
    */
   dropSilentPeers(now = Date.now()): void {
-    for (const p of [...this.peers.values()]) {
+    // Deleting the entry being visited is safe in a Map iteration.
+    for (const p of this.peers.values()) {
       if (!p.stream && !p.complete && now - p.registeredAt >= STREAM_GRACE_MS) this.removePeer(p.peerId, 'registered but never opened its stream');
     }
   }
